@@ -1,0 +1,79 @@
+public import HTTPTypes
+public import NIOCore
+
+/// What a stage gets back from `next`: the response head and either a whole body or a
+/// lazy stream of events.
+///
+/// The stream is pulled by whoever is after this stage: the client's socket pulls the last
+/// stage, which pulls the one before, down to the upstream body. Nothing is read from
+/// upstream before the client is ready for it.
+public struct ChatResponse: Sendable {
+    /// The response body.
+    public enum Body: Sendable {
+        /// A non-streaming response (or an upstream error), read whole.
+        case whole(ByteBuffer)
+        /// A server-sent-event stream.
+        case events(EventStream)
+    }
+
+    public var status: HTTPResponse.Status
+    /// Headers for the client (hop-by-hop and framing headers are not included).
+    public var headerFields: HTTPFields
+    public var body: Body
+
+    public init(status: HTTPResponse.Status, headerFields: HTTPFields = [:], body: Body) {
+        self.status = status
+        self.headerFields = headerFields
+        self.body = body
+    }
+
+    /// A response that ends the request with `error` (before the commit point).
+    public init(error: RelayError) {
+        var headers = error.headers
+        headers[.contentType] = "application/json"
+        self.init(status: error.status, headerFields: headers, body: .whole(error.jsonBody))
+    }
+}
+
+/// A type-erased, pull-based stream of ``StreamEvent``s; what stages wrap.
+public struct EventStream: AsyncSequence, Sendable {
+    public typealias Element = StreamEvent
+    private let makeIterator: @Sendable () -> Iterator
+
+    /// Wraps any sendable sequence of events.
+    public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == StreamEvent {
+        self.makeIterator = {
+            let box = IteratorBox(base.makeAsyncIterator())
+            return Iterator { try await box.next() }
+        }
+    }
+
+    /// A stream of the given events (for tests and relay-made responses).
+    public init(_ events: [StreamEvent]) {
+        self.init(EventListSequence(events: events))
+    }
+
+    public func makeAsyncIterator() -> Iterator { self.makeIterator() }
+
+    /// Pulls the next event; nil at the end of the stream.
+    public struct Iterator: AsyncIteratorProtocol {
+        let nextEvent: () async throws -> StreamEvent?
+        public mutating func next() async throws -> StreamEvent? { try await self.nextEvent() }
+    }
+}
+
+private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element == StreamEvent {
+    var base: Base
+    init(_ base: Base) { self.base = base }
+    func next() async throws -> StreamEvent? { try await self.base.next() }
+}
+
+private struct EventListSequence: AsyncSequence, Sendable {
+    typealias Element = StreamEvent
+    let events: [StreamEvent]
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var remaining: ArraySlice<StreamEvent>
+        mutating func next() async throws -> StreamEvent? { self.remaining.popFirst() }
+    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: self.events[...]) }
+}

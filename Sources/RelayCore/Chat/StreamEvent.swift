@@ -1,0 +1,98 @@
+public import NIOCore
+
+/// One event of a streamed response on its way through the pipeline.
+///
+/// It carries the bytes that go to the client (`frame.raw`) and, for chat chunks, the
+/// facts the stages need (``ChunkFacts``), read once when the event enters the pipeline.
+public struct StreamEvent: Sendable {
+    /// What an event is, as far as the relay is concerned.
+    public enum Kind: Sendable, Equatable {
+        /// A `chat.completion.chunk` (or anything with `choices`).
+        case chunk
+        /// `data: [DONE]`.
+        case done
+        /// A block of only `:` comment lines from upstream.
+        case comment
+        /// An in-band error object (`data: {"error":{...}}`).
+        case error
+        /// A heartbeat made by the relay itself.
+        case heartbeat
+        /// Anything else; passed through untouched.
+        case other
+    }
+
+    public var kind: Kind
+    public var frame: SSEFrame
+    /// For `.chunk`: what the chunk carries.
+    public var facts: ChunkFacts?
+
+    public init(kind: Kind, frame: SSEFrame, facts: ChunkFacts? = nil) {
+        self.kind = kind
+        self.frame = frame
+        self.facts = facts
+    }
+
+    /// Classifies a decoded upstream block.
+    public init(upstream frame: SSEFrame) {
+        self.frame = frame
+        self.facts = nil
+        guard let data = frame.data else {
+            self.kind = frame.isCommentOnly ? .comment : .other
+            return
+        }
+        let view = data.readableBytesView
+        if view.elementsEqual("[DONE]".utf8) {
+            self.kind = .done
+            return
+        }
+        guard view.first == UInt8(ascii: "{"), let document = try? JSONValue(parsing: view),
+            case .object(let object) = document
+        else {
+            self.kind = .other
+            return
+        }
+        if object["choices"] != nil || object["object"]?.stringValue == "chat.completion.chunk" {
+            self.kind = .chunk
+            self.facts = ChunkFacts(object)
+        } else if object["error"] != nil {
+            self.kind = .error
+        } else {
+            self.kind = .other
+        }
+    }
+
+    /// The bytes to write to the client.
+    public var bytes: ByteBuffer { self.frame.raw }
+
+    /// Whether this event moves the response past the commit point: it carries text,
+    /// reasoning, a tool call, a refusal, a finish reason, or is an error or `[DONE]`.
+    /// Until such an event has gone to the client, a response may still be retried or
+    /// replaced by a clean HTTP error.
+    public var commits: Bool {
+        switch self.kind {
+        case .chunk: self.facts?.carriesContent ?? true
+        case .done, .error, .other: true
+        case .comment, .heartbeat: false
+        }
+    }
+
+    /// An SSE comment heartbeat (`: keepalive`).
+    public static func commentHeartbeat(_ text: String = "keepalive") -> StreamEvent {
+        StreamEvent(kind: .heartbeat, frame: SSEFrame(raw: ByteBuffer(string: ": \(text)\n\n"), hasComment: true))
+    }
+
+    /// A relay-made `data:` event from a JSON object.
+    public static func data(_ json: JSONValue, kind: Kind) -> StreamEvent {
+        let payload = ByteBuffer(string: json.serialized())
+        var raw = ByteBuffer(string: "data: ")
+        raw.writeImmutableBuffer(payload)
+        raw.writeString("\n\n")
+        return StreamEvent(kind: kind, frame: SSEFrame(raw: raw, data: payload))
+    }
+
+    /// `data: [DONE]`.
+    public static let done = StreamEvent(
+        kind: .done,
+        frame: SSEFrame(raw: ByteBuffer(string: "data: [DONE]\n\n"), data: ByteBuffer(string: "[DONE]"))
+    )
+}

@@ -1,0 +1,223 @@
+public import NIOCore
+
+/// Splits a server-sent-event byte stream into ``SSEFrame``s.
+///
+/// Correct for any split of the input into reads, one byte at a time included: it keeps
+/// the bytes of the block it is reading in the buffer and remembers how far it has
+/// scanned, so each byte is looked at once. Lines end in LF, CR or CR LF; `:` lines are
+/// comments; several `data` lines join with LF; `event`, `id` and `retry` are read. A
+/// block that grows past `maximumEventSize` throws ``SSEDecoderError`` instead of growing
+/// memory. At the end of input an unfinished block is delivered as if it had been ended
+/// (providers that forget the last blank line or `[DONE]` still get their last event
+/// through).
+///
+/// Use with `AsyncSequence.decode(using:)` from NIOCore, or feed it by hand in tests.
+public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = SSEFrame
+
+    /// The largest block accepted, in bytes.
+    public let maximumEventSize: Int
+
+    // Scan state for the block being read; offsets are relative to the buffer's reader index,
+    // which does not move until the block is complete.
+    private var scanned = 0
+    private var lineStart = 0
+    private var lastByteWasCR = false
+    private var skipLFAtStart = false
+    private var atStreamStart = true
+    private var block = BlockFields()
+
+    private struct BlockFields {
+        var dataStart = -1
+        var dataEnd = -1
+        var joinedData: ByteBuffer?
+        var eventType: String?
+        var id: String?
+        var retry: Int?
+        var hasComment = false
+        var hasField: Bool { dataStart >= 0 || eventType != nil || id != nil || retry != nil || hasComment }
+    }
+
+    public init(maximumEventSize: Int = 1 << 20) {
+        self.maximumEventSize = maximumEventSize
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> SSEFrame? {
+        while true {
+            guard let outcome = try self.scan(&buffer, endOfInput: false) else { return nil }
+            if let frame = outcome { return frame }
+            // An empty block (a stray blank line): consumed, nothing to deliver; keep going.
+        }
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> SSEFrame? {
+        while true {
+            guard let outcome = try self.scan(&buffer, endOfInput: true) else { return nil }
+            if let frame = outcome { return frame }
+        }
+    }
+
+    private static let lf: UInt8 = 0x0A
+    private static let cr: UInt8 = 0x0D
+    private static let colon: UInt8 = 0x3A
+    private static let space: UInt8 = 0x20
+
+    /// Returns nil when more input is needed, `.some(nil)` for a block with nothing in it,
+    /// and `.some(frame)` for a finished block.
+    private mutating func scan(_ buffer: inout ByteBuffer, endOfInput: Bool) throws -> SSEFrame?? {
+        if self.skipLFAtStart, buffer.readableBytes > 0 {
+            if buffer.readableBytesView.first == Self.lf { buffer.moveReaderIndex(forwardBy: 1) }
+            self.skipLFAtStart = false
+        }
+        if self.atStreamStart {
+            // A UTF-8 byte order mark may open the stream; the spec says to drop it.
+            let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+            let head = buffer.readableBytesView
+            if head.isEmpty || (head.count < 3 && !endOfInput && bom.starts(with: head)) { return nil }
+            if head.starts(with: bom) { buffer.moveReaderIndex(forwardBy: 3) }
+            self.atStreamStart = false
+        }
+        let view = buffer.readableBytesView
+        let base = view.startIndex
+        var index = self.scanned
+        let count = view.count
+        while index < count {
+            let byte = view[base + index]
+            if self.lastByteWasCR {
+                self.lastByteWasCR = false
+                if byte == Self.lf {
+                    index += 1
+                    self.lineStart = index
+                    continue
+                }
+            }
+            if byte != Self.lf && byte != Self.cr {
+                index += 1
+                continue
+            }
+            let lineEnd = index
+            index += 1
+            if byte == Self.cr { self.lastByteWasCR = true }
+            if lineEnd == self.lineStart {
+                // A blank line: the block is complete.
+                var synthesizeLF = false
+                if byte == Self.cr {
+                    if index < count, view[base + index] == Self.lf {
+                        index += 1
+                    } else {
+                        synthesizeLF = true
+                        if index == count { self.skipLFAtStart = true }
+                    }
+                    self.lastByteWasCR = false
+                }
+                return .some(self.finishBlock(&buffer, length: index, synthesizeLF: synthesizeLF))
+            }
+            self.readLine(view, base: base, start: self.lineStart, end: lineEnd)
+            self.lineStart = index
+            if index > self.maximumEventSize { throw SSEDecoderError.eventTooLarge(limit: self.maximumEventSize) }
+        }
+        self.scanned = index
+        if index > self.maximumEventSize { throw SSEDecoderError.eventTooLarge(limit: self.maximumEventSize) }
+        guard endOfInput, count > 0 else { return nil }
+        // End of input inside a block: end the last line and the block ourselves.
+        var suffix = ""
+        if self.lineStart < count {
+            self.readLine(view, base: base, start: self.lineStart, end: count)
+            suffix = "\n\n"
+        } else {
+            // The last line was ended; add the blank line (after a lone CR, LF alone would
+            // only complete a CR LF, so add two).
+            suffix = self.lastByteWasCR ? "\n\n" : "\n"
+        }
+        self.lastByteWasCR = false
+        let frame = self.finishBlock(&buffer, length: count, synthesizeLF: false, appending: suffix)
+        return .some(frame)
+    }
+
+    private mutating func readLine(_ view: ByteBufferView, base: Int, start: Int, end: Int) {
+        let first = view[base + start]
+        if first == Self.colon {
+            self.block.hasComment = true
+            return
+        }
+        var nameEnd = start
+        while nameEnd < end, view[base + nameEnd] != Self.colon { nameEnd += 1 }
+        var valueStart = nameEnd < end ? nameEnd + 1 : end
+        if valueStart < end, view[base + valueStart] == Self.space { valueStart += 1 }
+        let name = view[(base + start)..<(base + nameEnd)]
+        if name.elementsEqual("data".utf8) {
+            if self.block.dataStart < 0 {
+                self.block.dataStart = valueStart
+                self.block.dataEnd = end
+            } else {
+                if self.block.joinedData == nil {
+                    var joined = ByteBuffer()
+                    joined.writeBytes(view[(base + self.block.dataStart)..<(base + self.block.dataEnd)])
+                    self.block.joinedData = joined
+                }
+                self.block.joinedData!.writeInteger(Self.lf)
+                self.block.joinedData!.writeBytes(view[(base + valueStart)..<(base + end)])
+            }
+        } else if name.elementsEqual("event".utf8) {
+            self.block.eventType = String(decoding: view[(base + valueStart)..<(base + end)], as: UTF8.self)
+        } else if name.elementsEqual("id".utf8) {
+            self.block.id = String(decoding: view[(base + valueStart)..<(base + end)], as: UTF8.self)
+        } else if name.elementsEqual("retry".utf8) {
+            self.block.retry = Int(String(decoding: view[(base + valueStart)..<(base + end)], as: UTF8.self))
+        }
+        // Other field names are ignored, as the spec says, but stay in `raw`.
+    }
+
+    private mutating func finishBlock(
+        _ buffer: inout ByteBuffer,
+        length: Int,
+        synthesizeLF: Bool,
+        appending suffix: String = ""
+    ) -> SSEFrame? {
+        let fields = self.block
+        self.block = BlockFields()
+        self.scanned = 0
+        self.lineStart = 0
+        guard fields.hasField else {
+            buffer.moveReaderIndex(forwardBy: length)
+            return nil
+        }
+        var raw = buffer.readSlice(length: length)!
+        if synthesizeLF || !suffix.isEmpty {
+            var extended = ByteBuffer()
+            extended.reserveCapacity(raw.readableBytes + 2)
+            extended.writeImmutableBuffer(raw)
+            if synthesizeLF { extended.writeInteger(Self.lf) }
+            extended.writeString(suffix)
+            raw = extended
+        }
+        let data: ByteBuffer?
+        if let joined = fields.joinedData {
+            data = joined
+        } else if fields.dataStart >= 0 {
+            data = raw.getSlice(at: raw.readerIndex + fields.dataStart, length: fields.dataEnd - fields.dataStart)
+        } else {
+            data = nil
+        }
+        return SSEFrame(
+            raw: raw,
+            data: data,
+            eventType: fields.eventType,
+            id: fields.id,
+            retry: fields.retry,
+            hasComment: fields.hasComment
+        )
+    }
+}
+
+/// Why an event stream could not be decoded.
+public enum SSEDecoderError: Error, Equatable, CustomStringConvertible {
+    /// A single event grew past the configured limit.
+    case eventTooLarge(limit: Int)
+
+    public var description: String {
+        switch self {
+        case .eventTooLarge(let limit): "upstream event larger than \(limit) bytes"
+        }
+    }
+}

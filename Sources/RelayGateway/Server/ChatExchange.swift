@@ -1,0 +1,237 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import RelayCore
+import Synchronization
+
+/// One `POST /v1/chat/completions` from arrival to its usage record.
+///
+/// It reads and validates the body, routes the model, runs the pipeline and writes the
+/// response. The response head waits for the commit point (the first event that carries
+/// content, or a heartbeat): until then any failure is still a clean HTTP error. After it,
+/// a failure ends the stream with one OpenAI-style error event and no `[DONE]`.
+///
+/// The whole exchange runs under Hummingbird's inbound-close watch: a client that hangs up
+/// cancels this task, which cancels the upstream request at once.
+struct ChatExchange {
+    let gateway: Gateway
+    let request: Request
+    let channel: any Channel
+
+    /// Events held before the head is sent; past this many the head goes out anyway.
+    static let maximumHeldEvents = 1024
+
+    func run(writer: consuming ResponseWriter) async throws {
+        let slot = ResponseWriterSlot(writer)
+        let runtime = self.gateway.currentRuntime
+        let caller = await PeerCredentials.read(from: self.channel)
+        let requestID = Self.makeRequestID()
+        var logger = self.gateway.logger
+        logger[metadataKey: "request_id"] = .string(requestID)
+        if let caller {
+            logger[metadataKey: "caller_uid"] = .stringConvertible(caller.uid)
+            logger[metadataKey: "caller_pid"] = .stringConvertible(caller.pid)
+            if let unit = caller.unit { logger[metadataKey: "caller_unit"] = .string(unit) }
+        }
+        let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
+        self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
+        do {
+            try await self.request.body.consumeWithCancellationOnInboundClose { body in
+                try await self.exchange(body: body, slot: slot, runtime: runtime, record: record, logger: &logger)
+            }
+        } catch {
+            if slot.isUnused {
+                // Nothing has been written: the client may still be there to hear why.
+                let relayError = (error as? RelayError) ?? .internalError("The request failed inside the gateway.")
+                record.update { $0.status = relayError.status.code; $0.error = relayError.message }
+                if !(error is CancellationError), let writer = slot.take() {
+                    try? await HTTPRequestHandler.write(error: relayError, to: writer)
+                }
+            }
+            if error is CancellationError || Task.isCancelled {
+                record.update { $0.clientDisconnected = true }
+            }
+        }
+        record.update { $0.totalTime = record.elapsed() }
+        Self.log(record.snapshot, logger: logger)
+    }
+
+    private func exchange(
+        body: RequestBody,
+        slot: ResponseWriterSlot,
+        runtime: GatewayRuntime,
+        record: RequestRecord,
+        logger: inout Logger
+    ) async throws {
+        let limit = runtime.config.server.maxRequestBody.bytes
+        let bytes: ByteBuffer
+        do {
+            bytes = try await body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw RelayError.bodyTooLarge(limit: limit)
+        }
+        var chat = try ChatRequest(body: bytes)
+        guard let route = runtime.router.route(for: chat.model) else {
+            throw RelayError.modelNotFound(HTTPRequestHandler.printable(chat.model))
+        }
+        logger[metadataKey: "model"] = .string(HTTPRequestHandler.printable(chat.model))
+        logger[metadataKey: "upstream"] = .string(route.upstreamName)
+        record.update {
+            $0.requestedModel = chat.model
+            $0.upstream = route.upstreamName
+            $0.stream = chat.stream
+        }
+        chat.setUpstreamModel(route.upstreamModel)
+        let context = StageContext(
+            requestID: record.snapshot.requestID,
+            requestedModel: chat.model,
+            upstreamName: route.upstreamName,
+            caller: record.snapshot.caller,
+            logger: logger,
+            record: record
+        )
+        let response: ChatResponse
+        do {
+            response = try await route.handler(chat, context)
+        } catch let error as RelayError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw OpenAICompatibleUpstream.relayError(for: error, upstream: route.upstreamName)
+        }
+        switch response.body {
+        case .whole(let buffer):
+            try await self.writeWhole(response, body: buffer, slot: slot, record: record)
+        case .events(let events):
+            self.gateway.statistics.activeStreams.add(1, ordering: .relaxed)
+            defer { self.gateway.statistics.activeStreams.subtract(1, ordering: .relaxed) }
+            try await self.writeStream(response, events: events, slot: slot, record: record)
+        }
+    }
+
+    private func writeWhole(_ response: ChatResponse, body: ByteBuffer, slot: ResponseWriterSlot, record: RequestRecord) async throws {
+        var head = HTTPResponse(status: response.status)
+        head.headerFields = response.headerFields
+        head.headerFields[.contentLength] = String(body.readableBytes)
+        head.headerFields[Self.requestIDField] = record.snapshot.requestID
+        if response.status.kind == .successful, let json = try? JSONValue(parsing: body.readableBytesView) {
+            record.update {
+                $0.servedModel = json["model"]?.stringValue
+                $0.finishReason = json["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue
+            }
+        }
+        record.update {
+            $0.status = response.status.code
+            $0.timeToFirstByte = record.elapsed()
+        }
+        guard let writer = slot.take() else { return }
+        try await writer.write(response: head, body: ResponseBody(byteBuffer: body))
+    }
+
+    private func writeStream(_ response: ChatResponse, events: EventStream, slot: ResponseWriterSlot, record: RequestRecord) async throws {
+        var iterator = events.makeAsyncIterator()
+        // Hold the head back until the commit point: a failure before it is a clean HTTP error.
+        var held: [StreamEvent] = []
+        var ended = false
+        while true {
+            guard let event = try await iterator.next() else {
+                ended = true
+                break
+            }
+            held.append(event)
+            if event.commits || event.kind == .heartbeat || held.count >= Self.maximumHeldEvents { break }
+        }
+        var head = HTTPResponse(status: response.status)
+        head.headerFields = response.headerFields
+        head.headerFields[.contentType] = "text/event-stream; charset=utf-8"
+        head.headerFields[.cacheControl] = "no-cache"
+        head.headerFields[Self.requestIDField] = record.snapshot.requestID
+        guard let writer = slot.take() else { return }
+        var bodyWriter = try await writer.writeHead(head)
+        record.update {
+            $0.status = response.status.code
+            $0.timeToFirstByte = record.elapsed()
+        }
+        var sent = 0
+        var firstContentSeen = false
+        func note(_ event: StreamEvent) {
+            sent += 1
+            if let facts = event.facts {
+                record.update {
+                    if $0.servedModel == nil { $0.servedModel = facts.model }
+                    if let reason = facts.finishReason, $0.finishReason == nil { $0.finishReason = reason }
+                    if !firstContentSeen, facts.carriesContent { $0.timeToFirstContent = record.elapsed() }
+                }
+                if facts.carriesContent { firstContentSeen = true }
+            }
+        }
+        held.forEach(note)
+        try await bodyWriter.write(contentsOf: held.map(\.bytes))
+        held.removeAll()
+        var failure: RelayError?
+        if !ended {
+            while true {
+                let next: StreamEvent?
+                do {
+                    next = try await iterator.next()
+                } catch {
+                    if error is CancellationError || Task.isCancelled { throw CancellationError() }
+                    failure = (error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: record.snapshot.upstream)
+                    break
+                }
+                guard let event = next else { break }
+                note(event)
+                try await bodyWriter.write(event.bytes)
+            }
+        }
+        if let failure {
+            record.update { $0.error = failure.message }
+            try await bodyWriter.write(failure.sseEvent)
+            sent += 1
+        }
+        record.update { $0.eventsSent = sent }
+        try await bodyWriter.finish(nil)
+    }
+
+    static let requestIDField = HTTPField.Name("x-request-id")!
+
+    static func makeRequestID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return "req_" + String(generator.next(), radix: 16) + String(generator.next() & 0xFFFF, radix: 16)
+    }
+
+    static func log(_ record: UsageRecord, logger: Logger) {
+        var metadata: Logger.Metadata = [
+            "status": .stringConvertible(record.status),
+            "stream": .stringConvertible(record.stream),
+            "total_ms": .string(String(format: "%.1f", (record.totalTime ?? 0) * 1000)),
+            "events_sent": .stringConvertible(record.eventsSent),
+        ]
+        if let model = record.servedModel { metadata["served_model"] = .string(HTTPRequestHandler.printable(model)) }
+        if let reason = record.finishReason { metadata["finish_reason"] = .string(HTTPRequestHandler.printable(reason)) }
+        if let error = record.error { metadata["error"] = .string(error) }
+        if let ttfb = record.timeToFirstByte { metadata["ttfb_ms"] = .string(String(format: "%.1f", ttfb * 1000)) }
+        if record.clientDisconnected { metadata["client_disconnected"] = "true" }
+        let message: Logger.Message = record.clientDisconnected ? "request ended: client disconnected" : "request completed"
+        logger.info(message, metadata: metadata)
+    }
+}
+
+/// Holds the response writer until someone writes the head; `~Copyable` values cannot be
+/// captured by the closures the exchange runs in, so it lives here.
+final class ResponseWriterSlot: @unchecked Sendable {
+    private var writer: ResponseWriter?
+
+    init(_ writer: consuming ResponseWriter) {
+        self.writer = consume writer
+    }
+
+    var isUnused: Bool { self.writer != nil }
+
+    func take() -> ResponseWriter? {
+        self.writer.take()
+    }
+}

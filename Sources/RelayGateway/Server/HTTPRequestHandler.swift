@@ -1,0 +1,83 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import RelayCore
+import Synchronization
+
+/// Answers the gateway's HTTP requests: the chat endpoint, the model list, the health check,
+/// and OpenAI-shaped 404 and 405 for everything else.
+struct HTTPRequestHandler: Sendable {
+    let gateway: Gateway
+
+    static let routes: [String: HTTPRequest.Method] = [
+        "/v1/chat/completions": .post,
+        "/v1/models": .get,
+        "/healthz": .get,
+    ]
+
+    func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+        let path = request.uri.path
+        guard let method = Self.routes[path] else {
+            try await Self.write(error: .notFound("Unknown path \(Self.printable(path)). This gateway serves /v1/chat/completions, /v1/models and /healthz."), to: writer)
+            return
+        }
+        guard request.method == method || (method == .get && request.method == .head) else {
+            var error = RelayError.methodNotAllowed("\(request.method) is not allowed on \(path); use \(method).")
+            error.headers[.allow] = method.rawValue
+            try await Self.write(error: error, to: writer)
+            return
+        }
+        switch path {
+        case "/healthz":
+            try await Self.write(json: self.health(), to: writer)
+        case "/v1/models":
+            try await Self.write(json: self.modelList(), to: writer)
+        default:
+            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(writer: writer)
+        }
+    }
+
+    func health() -> JSONValue {
+        let uptime = self.gateway.startedAt.duration(to: .now)
+        return [
+            "status": "ok",
+            "version": .string(Gateway.version),
+            "uptime_seconds": .number(Double(uptime.components.seconds)),
+            "active_streams": .number(Double(self.gateway.statistics.activeStreams.load(ordering: .relaxed))),
+            "requests_total": .number(Double(self.gateway.statistics.requestsTotal.load(ordering: .relaxed))),
+        ]
+    }
+
+    func modelList() -> JSONValue {
+        let runtime = self.gateway.currentRuntime
+        let models = runtime.router.listedModels.map { model -> JSONValue in
+            ["id": .string(model.id), "object": "model", "created": .number(Double(runtime.createdAt)), "owned_by": .string(model.upstream)]
+        }
+        return ["object": "list", "data": .array(models)]
+    }
+
+    static func write(json: JSONValue, status: HTTPResponse.Status = .ok, to writer: consuming ResponseWriter) async throws {
+        let body = ByteBuffer(string: json.serialized())
+        var head = HTTPResponse(status: status)
+        head.headerFields[.contentType] = "application/json"
+        head.headerFields[.contentLength] = String(body.readableBytes)
+        try await writer.write(response: head, body: ResponseBody(byteBuffer: body))
+    }
+
+    static func write(error: RelayError, to writer: consuming ResponseWriter) async throws {
+        let body = error.jsonBody
+        var head = HTTPResponse(status: error.status)
+        head.headerFields = error.headers
+        head.headerFields[.contentType] = "application/json"
+        head.headerFields[.contentLength] = String(body.readableBytes)
+        try await writer.write(response: head, body: ResponseBody(byteBuffer: body))
+    }
+
+    /// A client-supplied string made safe for a message: printable ASCII, bounded length.
+    static func printable(_ text: String, limit: Int = 200) -> String {
+        let cleaned = String(text.unicodeScalars.prefix(limit).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+        return text.unicodeScalars.count > limit ? cleaned + "…" : cleaned
+    }
+}

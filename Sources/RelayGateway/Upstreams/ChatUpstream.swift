@@ -1,0 +1,83 @@
+import HTTPTypes
+import NIOCore
+public import RelayCore
+
+/// Where a pipeline ends: something that answers a chat request.
+public protocol ChatUpstream: Sendable {
+    /// Sends `request` and returns the response head with a lazy body.
+    func send(_ request: ChatRequest, context: StageContext) async throws -> ChatResponse
+}
+
+/// Turns an upstream's raw response (status, headers, body bytes) into a ``ChatResponse``:
+/// a decoded event stream for a successful stream, the whole body otherwise.
+///
+/// Shared by every upstream kind so that a cassette and a live provider go through the same
+/// decoder.
+enum UpstreamResponseAdapter {
+    static func makeResponse<Body: AsyncSequence & Sendable>(
+        status: HTTPResponse.Status,
+        contentType: String?,
+        passthroughHeaders: HTTPFields,
+        body: Body,
+        streamRequested: Bool,
+        maximumEventSize: Int,
+        maximumBodySize: Int,
+        mapError: @escaping @Sendable (any Error) -> RelayError
+    ) async throws -> ChatResponse where Body.Element == ByteBuffer {
+        let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
+        if status.kind == .successful, streamRequested, isEventStream {
+            let events = UpstreamEventSequence(body: body, maximumEventSize: maximumEventSize, mapError: mapError)
+            return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events)))
+        }
+        var collected = ByteBuffer()
+        do {
+            for try await var part in body {
+                guard collected.readableBytes + part.readableBytes <= maximumBodySize else {
+                    throw RelayError.upstreamFailed("The upstream response is larger than \(maximumBodySize) bytes.")
+                }
+                collected.writeBuffer(&part)
+            }
+        } catch let error as RelayError {
+            throw error
+        } catch {
+            throw mapError(error)
+        }
+        var headers = passthroughHeaders
+        headers[.contentType] = contentType ?? "application/json"
+        return ChatResponse(status: status, headerFields: headers, body: .whole(collected))
+    }
+}
+
+/// Upstream body bytes → SSE frames → classified events, with the upstream's errors
+/// turned into ``RelayError``s as they surface.
+struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sendable where Body.Element == ByteBuffer {
+    typealias Element = StreamEvent
+    let body: Body
+    let maximumEventSize: Int
+    let mapError: @Sendable (any Error) -> RelayError
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var frames: NIODecodedAsyncSequence<Body, SSEDecoder>.AsyncIterator
+        let mapError: @Sendable (any Error) -> RelayError
+
+        mutating func next() async throws -> StreamEvent? {
+            do {
+                guard let frame = try await self.frames.next() else { return nil }
+                return StreamEvent(upstream: frame)
+            } catch let error as SSEDecoderError {
+                throw RelayError.upstreamFailed("Upstream stream is malformed: \(error.description).")
+            } catch let error as RelayError {
+                throw error
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                throw self.mapError(error)
+            }
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        let decoder = SSEDecoder(maximumEventSize: self.maximumEventSize)
+        return AsyncIterator(frames: self.body.decode(using: decoder).makeAsyncIterator(), mapError: self.mapError)
+    }
+}

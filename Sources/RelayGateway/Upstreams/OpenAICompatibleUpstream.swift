@@ -1,0 +1,173 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import RelayCore
+
+/// An upstream that speaks the OpenAI Chat Completions API over HTTP(S): OpenAI, xAI,
+/// OpenRouter, Groq, a local vLLM or llama.cpp.
+///
+/// The body goes out as the pipeline left it; the response streams back through
+/// ``UpstreamResponseAdapter`` as it arrives, one read at a time, so a slow client slows
+/// this read. Cancelling the calling task cancels the HTTP request.
+public struct OpenAICompatibleUpstream: ChatUpstream {
+    public let name: String
+    private let chatURL: String
+    private let headers: HTTPHeaders
+    private let client: HTTPClient
+    private let totalTimeout: Duration
+    private let idleTimeout: Duration
+    private let maximumEventSize: Int
+    private let maximumBodySize: Int
+    /// Why requests cannot be sent (a missing key), if they cannot.
+    private let unusableReason: String?
+
+    public init(
+        settings: UpstreamSettings,
+        client: HTTPClient,
+        apiKey: Result<String?, ConfigError>,
+        maximumEventSize: Int,
+        maximumBodySize: Int
+    ) {
+        self.name = settings.name
+        var base = settings.baseURL ?? ""
+        while base.hasSuffix("/") { base.removeLast() }
+        self.chatURL = base + "/chat/completions"
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) {
+            headers.replaceOrAdd(name: name, value: value)
+        }
+        switch apiKey {
+        case .success(let key?):
+            headers.replaceOrAdd(name: "Authorization", value: "Bearer \(key)")
+            self.unusableReason = nil
+        case .success(nil):
+            self.unusableReason = nil
+        case .failure(let error):
+            self.unusableReason = error.description
+        }
+        self.headers = headers
+        self.client = client
+        self.totalTimeout = settings.totalTimeout.duration
+        self.idleTimeout = settings.idleTimeout.duration
+        self.maximumEventSize = maximumEventSize
+        self.maximumBodySize = maximumBodySize
+    }
+
+    public func send(_ request: ChatRequest, context: StageContext) async throws -> ChatResponse {
+        if let reason = self.unusableReason {
+            throw RelayError(
+                status: .serviceUnavailable,
+                message: "Upstream '\(self.name)' is not usable: \(reason)",
+                type: "server_error",
+                code: "upstream_not_configured"
+            )
+        }
+        var outgoing = HTTPClientRequest(url: self.chatURL)
+        outgoing.method = .POST
+        outgoing.headers = self.headers
+        outgoing.headers.replaceOrAdd(name: "Accept", value: request.stream ? "text/event-stream" : "application/json")
+        outgoing.body = .bytes(request.body)
+        context.record.update { $0.attempts += 1 }
+        let upstreamName = self.name
+        let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
+        let response: HTTPClientResponse
+        do {
+            response = try await self.client.execute(
+                outgoing,
+                deadline: .now() + .nanoseconds(Int64(self.totalTimeout.components.seconds) * 1_000_000_000),
+                logger: context.logger
+            )
+        } catch {
+            throw mapError(error)
+        }
+        var passthrough = HTTPFields()
+        for (name, value) in response.headers where Self.passedThrough(name) {
+            if let field = HTTPField.Name(name) { passthrough.append(HTTPField(name: field, value: value)) }
+        }
+        return try await UpstreamResponseAdapter.makeResponse(
+            status: HTTPResponse.Status(code: Int(response.status.code)),
+            contentType: response.headers.first(name: "content-type"),
+            passthroughHeaders: passthrough,
+            body: response.body,
+            streamRequested: request.stream,
+            maximumEventSize: self.maximumEventSize,
+            maximumBodySize: self.maximumBodySize,
+            mapError: mapError
+        )
+    }
+
+    /// Upstream headers worth handing to the client: rate limits and retry hints.
+    static func passedThrough(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return lower == "retry-after" || lower.hasPrefix("x-ratelimit-") || lower == "openai-processing-ms"
+    }
+
+    /// Maps transport failures to what the client is told; never includes a credential.
+    static func relayError(for error: any Error, upstream: String) -> RelayError {
+        if let relay = error as? RelayError { return relay }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .readTimeout:
+                return .upstreamTimeout("Upstream '\(upstream)' sent nothing for longer than its idle timeout.")
+            case .deadlineExceeded:
+                return .upstreamTimeout("Upstream '\(upstream)' did not finish within its total timeout.")
+            case .connectTimeout:
+                return .upstreamTimeout("Connecting to upstream '\(upstream)' timed out.")
+            case .remoteConnectionClosed:
+                return .upstreamFailed("Upstream '\(upstream)' closed the connection before the response was complete.")
+            case .cancelled:
+                return .upstreamFailed("The request to upstream '\(upstream)' was cancelled.")
+            default:
+                return .upstreamFailed("Upstream '\(upstream)' failed: \(client).")
+            }
+        }
+        if error is NIOConnectionError || error is IOError || error is SocketAddressError {
+            return .upstreamUnreachable("Upstream '\(upstream)' is unreachable (\(Self.shortDescription(error))).")
+        }
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError {
+            return .upstreamTimeout("Connecting to upstream '\(upstream)' timed out.")
+        }
+        return .upstreamFailed("Upstream '\(upstream)' failed: \(Self.shortDescription(error)).")
+    }
+
+    private static func shortDescription(_ error: any Error) -> String {
+        if let connection = error as? NIOConnectionError {
+            let reasons = connection.connectionErrors.map { "\($0.error)" }
+            return reasons.first ?? "\(connection)"
+        }
+        return "\(error)"
+    }
+}
+
+/// Reads an upstream's API key from where its settings say.
+enum APIKeySource {
+    static func resolve(_ settings: UpstreamSettings, environment: [String: String]) -> Result<String?, ConfigError> {
+        func trimmed(_ text: String) -> String { text.trimmingCharacters(in: .whitespacesAndNewlines) }
+        if let variable = settings.apiKeyEnv {
+            guard let value = environment[variable], !trimmed(value).isEmpty else {
+                return .failure(ConfigError("environment variable \(variable) is not set"))
+            }
+            return .success(trimmed(value))
+        }
+        if let path = settings.apiKeyFile {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8), !trimmed(text).isEmpty else {
+                return .failure(ConfigError("API key file \(path) cannot be read or is empty"))
+            }
+            return .success(trimmed(text))
+        }
+        if let credential = settings.apiKeyCredential {
+            guard let directory = environment["CREDENTIALS_DIRECTORY"] else {
+                return .failure(ConfigError("credential '\(credential)' needs $CREDENTIALS_DIRECTORY (LoadCredential= in the unit)"))
+            }
+            guard let text = try? String(contentsOfFile: directory + "/" + credential, encoding: .utf8), !trimmed(text).isEmpty else {
+                return .failure(ConfigError("credential '\(credential)' cannot be read from $CREDENTIALS_DIRECTORY"))
+            }
+            return .success(trimmed(text))
+        }
+        return .success(nil)
+    }
+}
