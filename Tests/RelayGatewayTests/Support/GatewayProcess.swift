@@ -1,0 +1,119 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `chatrelayd serve` child process on a temporary socket, started and awaited the
+/// way systemd does it: readiness is the `READY=1` datagram on `NOTIFY_SOCKET`.
+final class GatewayProcess: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    let logPath: String
+    let process: Process
+    private let notifySocket: DatagramListener
+
+    /// Writes `config` (with `SOCKET` replaced by the socket path) and starts the daemon.
+    static func start(config: String, tag: String = "e2e", environment extra: [String: String] = [:]) async throws -> GatewayProcess {
+        let directory = try TestPaths.temporaryDirectory(tag)
+        let socketPath = directory + "/gw.sock"
+        let configPath = directory + "/chatrelayd.yaml"
+        try config.replacingOccurrences(of: "SOCKET", with: socketPath).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let notify = try DatagramListener(path: directory + "/notify.sock")
+        let logPath = directory + "/chatrelayd.log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestPaths.chatrelayd)
+        process.arguments = ["serve", "--config", configPath]
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notify.path
+        environment.removeValue(forKey: "JOURNAL_STREAM")
+        environment.merge(extra) { _, new in new }
+        process.environment = environment
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let gateway = GatewayProcess(directory: directory, socketPath: socketPath, logPath: logPath, process: process, notify: notify)
+        let ready = try await onOwnThread { try notify.waitFor("READY=1", timeout: 60) }
+        guard ready else {
+            process.terminate()
+            throw GatewayProcessError("chatrelayd did not become ready:\n" + gateway.log)
+        }
+        return gateway
+    }
+
+    private init(directory: String, socketPath: String, logPath: String, process: Process, notify: DatagramListener) {
+        self.directory = directory
+        self.socketPath = socketPath
+        self.logPath = logPath
+        self.process = process
+        self.notifySocket = notify
+    }
+
+    /// What the daemon has logged so far.
+    var log: String { (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then waits for the exit status.
+    @discardableResult
+    func stop() async throws -> Int32 {
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGTERM) }
+        let process = self.process
+        return try await onOwnThread {
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+
+    deinit {
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: self.directory)
+    }
+}
+
+struct GatewayProcessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// An `AF_UNIX` datagram socket standing in for systemd's notify socket.
+final class DatagramListener: @unchecked Sendable {
+    let path: String
+    let fd: Int32
+    private(set) var received: [String] = []
+
+    init(path: String) throws {
+        self.path = path
+        self.fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw GatewayProcessError("bind \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    deinit {
+        close(self.fd)
+        unlink(self.path)
+    }
+
+    /// Blocks (use from a thread of its own) until a datagram containing `line` arrives.
+    func waitFor(_ line: String, timeout seconds: Int32) throws -> Bool {
+        let deadline = Date().addingTimeInterval(TimeInterval(seconds))
+        while Date() < deadline {
+            var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+            let remaining = Int32(max(1, deadline.timeIntervalSinceNow * 1000))
+            guard poll(&descriptor, 1, remaining) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = recv(self.fd, &buffer, buffer.count, 0)
+            guard count > 0 else { continue }
+            let text = String(decoding: buffer[..<count], as: UTF8.self)
+            self.received.append(text)
+            if text.split(separator: "\n").contains(where: { $0 == line }) { return true }
+        }
+        return false
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import RelayCore
+@testable import RelayGateway
+import ServiceLifecycle
+import Synchronization
+
+/// A stand-in provider on 127.0.0.1 that does, per request, what the test needs: replay a
+/// recorded stream, trickle forever, die mid-stream, hang, or answer with an error.
+///
+/// The behaviour is chosen by the request's `model` (`loop-seed`, `loop-slow`, ...). Notable
+/// moments (`request:MODEL`, `cancelled:MODEL`) are published on ``events`` so tests can
+/// await them instead of sleeping.
+final class LoopbackUpstream: Sendable {
+    let port: Int
+    let events: AsyncStream<String>
+    private let eventSink: AsyncStream<String>.Continuation
+    private let server: Server<HTTP1Channel>
+    private let runner: Task<Void, any Error>
+    private let seenAuthorization = Mutex<[String]>([])
+
+    /// The `Authorization` headers received so far.
+    var authorizations: [String] { self.seenAuthorization.withLock { $0 } }
+
+    static func start() async throws -> LoopbackUpstream {
+        let (events, sink) = AsyncStream<String>.makeStream()
+        let (portStream, portSink) = AsyncStream<Int>.makeStream()
+        let box = UpstreamBox()
+        let server = Server(
+            childChannelSetup: HTTP1Channel(responder: { request, writer, channel in
+                try await box.upstream?.respond(request, writer: writer, channel: channel)
+            }),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in portSink.yield(channel.localAddress?.port ?? 0) },
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "loopback-upstream")
+        )
+        let runner = Task { try await server.run() }
+        var ports = portStream.makeAsyncIterator()
+        let port = await ports.next() ?? 0
+        let upstream = LoopbackUpstream(port: port, events: events, sink: sink, server: server, runner: runner)
+        box.upstream = upstream
+        return upstream
+    }
+
+    private init(port: Int, events: AsyncStream<String>, sink: AsyncStream<String>.Continuation, server: Server<HTTP1Channel>, runner: Task<Void, any Error>) {
+        self.port = port
+        self.events = events
+        self.eventSink = sink
+        self.server = server
+        self.runner = runner
+    }
+
+    /// Stops at once: cancelling the server's task closes its connections, hanging ones included.
+    func stop() async {
+        self.runner.cancel()
+        _ = await self.runner.result
+        self.eventSink.finish()
+    }
+
+    /// Waits for an event named `name`, skipping others.
+    func waitFor(_ name: String) async -> Bool {
+        for await event in self.events where event == name { return true }
+        return false
+    }
+
+    private func respond(_ request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+        var request = request
+        let body = try await request.collectBody(upTo: 1 << 20)
+        let json = try? JSONValue(parsing: body.readableBytesView)
+        let model = json?["model"]?.stringValue ?? "?"
+        if let authorization = request.headers[.authorization] {
+            self.seenAuthorization.withLock { $0.append(authorization) }
+        }
+        self.eventSink.yield("request:\(model)")
+        switch model {
+        case "loop-seed":
+            let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
+                try await bodyWriter.write(piece)
+            }
+            try await bodyWriter.finish(nil)
+        case "loop-json":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "application/json"
+            let answer = #"{"id":"chatcmpl-loop","object":"chat.completion","created":1,"model":"loop-json-v1","choices":[{"index":0,"message":{"role":"assistant","content":"Olá!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#
+            try await writer.write(response: head, body: ResponseBody(byteBuffer: ByteBuffer(string: answer)))
+        case "loop-slow":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                for index in 0..<3000 {
+                    try await bodyWriter.write(Self.chunk(#"{"content":"tick\#(index) "}"#))
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                try await bodyWriter.finish(nil)
+            } catch {
+                self.eventSink.yield("cancelled:\(model)")
+                throw error
+            }
+        case "loop-die":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+            try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#))
+            try await bodyWriter.write(Self.chunk(#"{"content":"!"}"#))
+            // Die without ending the chunked body, the way a crashed provider connection looks.
+            try await channel.close()
+        case "loop-429":
+            var head = HTTPResponse(status: .tooManyRequests)
+            head.headerFields[.contentType] = "application/json"
+            head.headerFields[.retryAfter] = "1"
+            let answer = #"{"error":{"message":"Rate limit reached","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#
+            try await writer.write(response: head, body: ResponseBody(byteBuffer: ByteBuffer(string: answer)))
+        case "loop-hang":
+            do {
+                try await Task.sleep(for: .seconds(20))
+            } catch {
+                self.eventSink.yield("cancelled:\(model)")
+            }
+            try await writer.writeResponse(HTTPResponse(status: .gatewayTimeout))
+        default:
+            try await writer.writeResponse(HTTPResponse(status: .notFound))
+        }
+    }
+
+    static func chunk(_ delta: String, finish: String? = nil) -> ByteBuffer {
+        let reason = finish.map { #","finish_reason":"\#($0)""# } ?? ""
+        return ByteBuffer(string: #"data: {"id":"chatcmpl-loop","object":"chat.completion.chunk","created":1,"model":"loop-v1","choices":[{"index":0,"delta":\#(delta)\#(reason)}]}"# + "\n\n")
+    }
+}
+
+private final class UpstreamBox: @unchecked Sendable {
+    var upstream: LoopbackUpstream?
+}
