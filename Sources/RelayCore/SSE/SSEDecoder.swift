@@ -88,6 +88,8 @@ public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
                 if byte == Self.lf {
                     index += 1
                     self.lineStart = index
+                    // Checked here too, so the verdict does not depend on where reads split.
+                    if index > self.maximumEventSize { throw SSEDecoderError.eventTooLarge(limit: self.maximumEventSize) }
                     continue
                 }
             }
@@ -163,7 +165,11 @@ public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
         } else if name.elementsEqual("id".utf8) {
             self.block.id = String(decoding: view[(base + valueStart)..<(base + end)], as: UTF8.self)
         } else if name.elementsEqual("retry".utf8) {
-            self.block.retry = Int(String(decoding: view[(base + valueStart)..<(base + end)], as: UTF8.self))
+            // The spec ignores a retry that is not all ASCII digits (and keeps an earlier one).
+            let digits = view[(base + valueStart)..<(base + end)]
+            if !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let value = Int(String(decoding: digits, as: UTF8.self)) {
+                self.block.retry = value
+            }
         }
         // Other field names are ignored, as the spec says, but stay in `raw`.
     }

@@ -114,11 +114,12 @@ public struct ConfigFileMode: Sendable, Equatable, Codable, CustomStringConverti
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
+        // As written first: YAML reads a bare 0660 as the octal number 432, but the text is "0660".
         let text: String
-        if let number = try? container.decode(Int.self) {
-            text = String(number)  // 660 read as decimal digits: take them as octal
+        if let written = try? container.decode(String.self) {
+            text = written
         } else {
-            text = try container.decode(String.self)
+            text = String(try container.decode(Int.self))
         }
         guard let mode = UInt16(text.hasPrefix("0o") ? String(text.dropFirst(2)) : text, radix: 8), mode <= 0o777 else {
             throw configFailure(decoder, "'\(text)' is not an octal file mode like \"0660\"")

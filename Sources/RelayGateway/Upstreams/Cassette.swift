@@ -110,6 +110,6 @@ enum GoDuration {
             rest = rest.dropFirst(unit.count)
             seconds += value * scale
         }
-        return .nanoseconds(Int64(seconds * 1e9))
+        return .nanoseconds(Int64((seconds * 1e9).rounded()))
     }
 }

@@ -1,0 +1,153 @@
+import HTTPTypes
+import NIOCore
+import Testing
+
+@testable import RelayCore
+
+@Suite("ChatRequest validation and RelayError bodies")
+struct ChatRequestTests {
+    private func parse(_ text: String) throws(RelayError) -> ChatRequest {
+        try ChatRequest(body: ByteBuffer(string: text))
+    }
+
+    private func rejection(_ text: String) -> RelayError? {
+        do {
+            _ = try self.parse(text)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    private func json(_ buffer: ByteBuffer) throws -> JSONValue {
+        try JSONValue(parsing: buffer.readableBytesView)
+    }
+
+    static let valid = #"""
+        {"model": "grok-4-fast", "stream": true, "stream_options": {"include_usage": true},
+         "messages": [{"role": "system", "content": "You are a helpful assistant"}, {"role": "user", "content": "Say hi in Portuguese"}],
+         "max_tokens": 4000}
+        """#
+
+    @Test("A valid request keeps its bytes and exposes what the relay needs")
+    func validRequest() throws {
+        let request = try self.parse(Self.valid)
+        #expect(request.model == "grok-4-fast")
+        #expect(request.stream)
+        #expect(request.messages.count == 2)
+        #expect(request.messages.first?["role"] == "system")
+        #expect(request.clientRequestedStreamUsage)
+        #expect(request.json["max_tokens"]?.intValue == 4000)
+        #expect(String(buffer: request.body) == Self.valid, "an untouched request goes upstream byte for byte")
+    }
+
+    @Test("stream is false when absent or null; usage is not requested without stream_options", arguments: [
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":null}"#,
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false}"#,
+    ])
+    func streamDefaults(text: String) throws {
+        let request = try self.parse(text)
+        #expect(!request.stream)
+        #expect(!request.clientRequestedStreamUsage)
+    }
+
+    @Test("Invalid bodies are 400s with an OpenAI-style code", arguments: [
+        ("", "invalid_json"),
+        ("{", "invalid_json"),
+        ("not json", "invalid_json"),
+        (#"[{"model":"m"}]"#, "invalid_json"),
+        (#""a string""#, "invalid_json"),
+        ("42", "invalid_json"),
+        (#"{"messages":[{"role":"user","content":"hi"}]}"#, "missing_model"),
+        (#"{"model":"","messages":[{"role":"user","content":"hi"}]}"#, "missing_model"),
+        (#"{"model":42,"messages":[{"role":"user","content":"hi"}]}"#, "missing_model"),
+        (#"{"model":null,"messages":[{"role":"user","content":"hi"}]}"#, "missing_model"),
+        (#"{"model":"m"}"#, "missing_messages"),
+        (#"{"model":"m","messages":"hi"}"#, "missing_messages"),
+        (#"{"model":"m","messages":{"role":"user"}}"#, "missing_messages"),
+        (#"{"model":"m","messages":[]}"#, "empty_messages"),
+        (#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}"#, "invalid_stream"),
+        (#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":1}"#, "invalid_stream"),
+    ])
+    func invalid(text: String, code: String) throws {
+        let error = try #require(self.rejection(text), "accepted \(text.debugDescription)")
+        #expect(error.status == .badRequest)
+        #expect(error.code == code)
+        #expect(error.type == "invalid_request_error")
+        #expect(!error.message.isEmpty)
+    }
+
+    @Test("setUpstreamModel rewrites model and leaves every other member as it was")
+    func setUpstreamModel() throws {
+        var request = try self.parse(Self.valid)
+        let before = try #require(try self.json(request.body).objectValue)
+        request.setUpstreamModel("grok-4-fast-reasoning")
+        let after = try #require(try self.json(request.body).objectValue)
+        #expect(after["model"] == "grok-4-fast-reasoning")
+        #expect(request.json["model"] == "grok-4-fast-reasoning")
+        #expect(request.model == "grok-4-fast", "the name the client asked for stays")
+        var rest = after
+        rest["model"] = before["model"]
+        #expect(rest == before)
+        #expect(Set(after.keys) == Set(before.keys))
+    }
+
+    @Test("setUpstreamModel with the same name leaves the bytes alone")
+    func setUpstreamModelSameName() throws {
+        var request = try self.parse(Self.valid)
+        request.setUpstreamModel("grok-4-fast")
+        #expect(String(buffer: request.body) == Self.valid)
+    }
+
+    @Test("set(_:to:) adds, replaces and removes members")
+    func setMember() throws {
+        var request = try self.parse(Self.valid)
+        request.set("stream_options", to: ["include_usage": false])
+        request.set("max_tokens", to: nil)
+        request.set("user", to: "u-1")
+        let body = try #require(try self.json(request.body).objectValue)
+        #expect(body["stream_options"] == ["include_usage": false])
+        #expect(body["max_tokens"] == nil)
+        #expect(body["user"] == "u-1")
+        #expect(!request.clientRequestedStreamUsage)
+    }
+
+    @Test("RelayError.jsonBody is {error:{message,type,code}}")
+    func jsonBody() throws {
+        let error = RelayError.invalidRequest("You must provide a model parameter.", code: "missing_model")
+        let body = try self.json(error.jsonBody)
+        #expect(body == ["error": ["message": "You must provide a model parameter.", "type": "invalid_request_error", "code": "missing_model"]])
+        #expect(body["error"]?.objectValue?.keys.sorted() == ["code", "message", "type"])
+    }
+
+    @Test("A RelayError without a code has code null")
+    func jsonBodyWithoutCode() throws {
+        let error = RelayError(status: .badGateway, message: "m", type: "upstream_error")
+        let body = try self.json(error.jsonBody)
+        #expect(body["error"]?["code"] == .null)
+        #expect(body["error"]?.objectValue?.keys.sorted() == ["code", "message", "type"])
+    }
+
+    @Test("sseEvent is one data event holding the JSON body")
+    func sseEvent() throws {
+        let error = RelayError.upstreamFailed("Upstream stream is malformed.")
+        let frames = try SSEFeed.frames([error.sseEvent])
+        #expect(frames.count == 1)
+        let data = try #require(frames.first?.data)
+        #expect(data == error.jsonBody)
+        #expect(StreamEvent(upstream: frames[0]).kind == .error)
+    }
+
+    @Test("Statuses of the named errors", arguments: [
+        (RelayError.modelNotFound("x"), HTTPResponse.Status.notFound, "model_not_found"),
+        (RelayError.bodyTooLarge(limit: 10), .contentTooLarge, "request_too_large"),
+        (RelayError.upstreamUnreachable("x"), .badGateway, "upstream_unreachable"),
+        (RelayError.upstreamTimeout("x"), .gatewayTimeout, "upstream_timeout"),
+        (RelayError.shuttingDown(), .serviceUnavailable, "shutting_down"),
+    ])
+    func namedErrors(error: RelayError, status: HTTPResponse.Status, code: String) {
+        #expect(error.status == status)
+        #expect(error.code == code)
+    }
+}
