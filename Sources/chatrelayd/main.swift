@@ -14,7 +14,7 @@ struct ChatRelayCommand: AsyncParsableCommand {
         commandName: "chatrelayd",
         abstract: "A local gateway for OpenAI-compatible chat completion streams, on a Unix socket.",
         version: Gateway.version,
-        subcommands: [Serve.self, CheckConfig.self],
+        subcommands: [Serve.self, CheckConfig.self, Reload.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -31,13 +31,18 @@ struct Serve: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in SystemdLogging.makeHandler(label: label) }
+        // CHATRELAYD_LOG_TARGET=journal|stderr overrides the choice systemd's JOURNAL_STREAM makes.
+        switch ProcessInfo.processInfo.environment["CHATRELAYD_LOG_TARGET"] {
+        case "journal": LoggingSystem.bootstrap { JournaldLogHandler(label: $0) }
+        case "stderr": LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        default: LoggingSystem.bootstrap { SystemdLogging.makeHandler(label: $0) }
+        }
         let logger = Logger(label: "chatrelayd")
         let notifier = SystemdNotifier()
         let gateway: Gateway
         do {
             let settings = try self.config.map { try ConfigLoader.load(path: $0) } ?? ConfigLoader.builtInDefault()
-            gateway = try Gateway(config: settings, logger: logger)
+            gateway = try Gateway(config: settings, configPath: self.config, logger: logger)
             logger.info("configuration loaded", metadata: ["config": .string(self.config ?? "built-in default")])
         } catch {
             logger.critical("cannot start: \(error)")
@@ -46,8 +51,10 @@ struct Serve: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: gateway), .init(service: SystemdIntegration(gateway: gateway))],
+                // Stopped in reverse order: the gateway drains while systemd still gets its pings.
+                services: [.init(service: SystemdIntegration(gateway: gateway)), .init(service: gateway)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [.sigquit],
                 logger: logger
             )
         )
@@ -81,6 +88,48 @@ struct CheckConfig: AsyncParsableCommand {
             print(gateway.currentRuntime.summary)
         } catch {
             FileHandle.standardError.write(Data("chatrelayd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// `chatrelayd reload`: asks the running daemon to load its configuration again and waits
+/// for the answer (for `ExecReload=`). The daemon accepts this only from root or its own user.
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask the running gateway to reload its configuration, and wait for the result."
+    )
+
+    @Option(name: .long, help: "The configuration file of the running daemon (to find its socket).")
+    var config: String?
+
+    @Option(name: .long, help: "The daemon's socket (default: the one the configuration names).")
+    var socket: String?
+
+    func run() async throws {
+        let path: String
+        if let socket = self.socket {
+            path = socket
+        } else {
+            do {
+                path = try self.config.map { try ConfigLoader.load(path: $0).server.socket } ?? ConfigLoader.builtInDefault().server.socket
+            } catch {
+                FileHandle.standardError.write(Data("chatrelayd reload: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+        do {
+            let answer = try await AdminClient.post(path: "/admin/reload", socket: path)
+            if answer.status == 200 {
+                print("chatrelayd: \(answer.message)")
+            } else {
+                FileHandle.standardError.write(Data("chatrelayd reload failed: \(answer.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            FileHandle.standardError.write(Data("chatrelayd reload: cannot reach the daemon on \(path): \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

@@ -20,6 +20,10 @@ public struct ChunkFacts: Sendable, Equatable {
     public var hasNoChoices: Bool
     /// The `model` the upstream reported.
     public var model: String?
+    /// The chunk's `id` (providers change it mid-stream, and Azure sends `""`).
+    public var id: String?
+    /// The chunk's `created` time stamp, when it is a whole number.
+    public var created: Int?
     /// The concatenated `content` text of the deltas (for moderation and tests).
     public var contentText: String
 
@@ -84,6 +88,8 @@ public struct ChunkFacts: Sendable, Equatable {
         self.usage = usage
         self.hasNoChoices = chunk["choices"]?.arrayValue?.isEmpty ?? false
         self.model = chunk["model"]?.stringValue
+        self.id = chunk["id"]?.stringValue
+        self.created = chunk["created"]?.intValue
         self.contentText = contentText
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The stages a configuration may name, by name.
 ///
 /// Adding a stage means writing one type and one line in ``StageRegistry/builtIn``; the
@@ -17,6 +19,11 @@ public struct StageRegistry: Sendable {
         "passthrough": { options in
             try StageOptions(options, stage: "passthrough").finish()
             return PassThroughStage()
+        },
+        "keepalive": { options in try KeepaliveStage(options: options) },
+        "usage": { options in
+            try StageOptions(options, stage: "usage").finish()
+            return UsageStage()
         },
     ])
 
@@ -54,6 +61,63 @@ public struct StageOptions {
     /// Takes an option out; nil when absent.
     public mutating func take(_ key: String) -> JSONValue? {
         self.remaining.removeValue(forKey: key)
+    }
+
+    /// Takes a duration option: a string such as `500ms`, `15s`, `2m` or `1h`, or a number
+    /// of seconds; `default` when absent.
+    public mutating func duration(_ key: String, default defaultValue: Duration) throws -> Duration {
+        guard let value = self.take(key) else { return defaultValue }
+        let parsed: Duration?
+        switch value {
+        case .number(let seconds): parsed = Self.duration(seconds: seconds)
+        case .string(let text): parsed = Self.parseDuration(text)
+        default: parsed = nil
+        }
+        guard let parsed else {
+            throw self.error(key, "\(value.serialized()) is not a duration (write it like 500ms, 15s, 2m or 1h, or a number of seconds)")
+        }
+        return parsed
+    }
+
+    /// Takes a boolean option; `default` when absent.
+    public mutating func bool(_ key: String, default defaultValue: Bool) throws -> Bool {
+        guard let value = self.take(key) else { return defaultValue }
+        guard let flag = value.boolValue else { throw self.error(key, "\(value.serialized()) is not true or false") }
+        return flag
+    }
+
+    /// Takes a string option that must be one of `allowed`; `default` when absent.
+    public mutating func choice(_ key: String, of allowed: [String], default defaultValue: String) throws -> String {
+        guard let value = self.take(key) else { return defaultValue }
+        guard let text = value.stringValue, allowed.contains(text) else {
+            throw self.error(key, "\(value.serialized()) is not one of \(allowed.joined(separator: ", "))")
+        }
+        return text
+    }
+
+    /// An error about option `key` of this stage.
+    public func error(_ key: String, _ problem: String) -> StageConfigurationError {
+        StageConfigurationError("stage '\(self.stage)': option '\(key)': \(problem)")
+    }
+
+    /// Parses `500ms`, `15s`, `2m`, `1h` or a plain number of seconds; nil when it is none
+    /// of those or negative.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        // Longest suffix first, so that "ms" is not read as "m".
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count)
+            if number.last?.isNumber == true || number.last == ".", let value = Double(number) {
+                return Self.duration(seconds: value * scale)
+            }
+        }
+        return Double(trimmed).flatMap { Self.duration(seconds: $0) }
+    }
+
+    private static func duration(seconds: Double) -> Duration? {
+        guard seconds.isFinite, seconds >= 0, seconds < 1e9 else { return nil }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 
     /// Fails when options are left that no one asked for.

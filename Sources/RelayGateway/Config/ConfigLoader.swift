@@ -55,7 +55,9 @@ public enum ConfigLoader {
           - name: gpt-4o-mini
             upstream: recorded
         pipeline:
-          - stage: passthrough
+          - stage: keepalive
+            interval: 15s
+          - stage: usage
         """
 
     /// Parses and validates YAML text.
@@ -149,6 +151,7 @@ public enum ConfigLoader {
             return "\(path(context.codingPath)): \(context.debugDescription)"
         case .dataCorrupted(let context):
             if let underlying = context.underlyingError as? ConfigError { return "\(path(context.codingPath)): \(underlying)" }
+            if let underlying = context.underlyingError { return "\(path(context.codingPath)): \(context.debugDescription) \(underlying)" }
             return "\(path(context.codingPath)): \(context.debugDescription)"
         @unknown default:
             return "\(error)"
@@ -163,6 +166,7 @@ extension GatewayConfig {
             return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
         }
         self.server.socket = resolve(self.server.socket)
+        self.server.usageLedger = self.server.usageLedger.map(resolve)
         for index in self.upstreams.indices {
             self.upstreams[index].cassettes = self.upstreams[index].cassettes.map(resolve)
             self.upstreams[index].apiKeyFile = self.upstreams[index].apiKeyFile.map(resolve)

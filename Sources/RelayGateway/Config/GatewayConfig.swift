@@ -44,6 +44,11 @@ public struct ServerSettings: Sendable, Equatable, Codable {
     public var maxResponseBody: ConfigByteSize
     /// Idle time after which a client connection with no request in flight is closed.
     public var idleTimeout: ConfigDuration
+    /// After SIGTERM, how long streams in flight may run on before they are ended with an
+    /// error event. Keep it below the unit's `TimeoutStopSec`.
+    public var drainTimeout: ConfigDuration
+    /// An append-only JSON-lines file with one usage record per request (off when nil).
+    public var usageLedger: String?
 
     public init(
         socket: String = "/run/chatrelayd/gateway.sock",
@@ -51,7 +56,9 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         maxRequestBody: ConfigByteSize = .init(bytes: 8 << 20),
         maxEventSize: ConfigByteSize = .init(bytes: 1 << 20),
         maxResponseBody: ConfigByteSize = .init(bytes: 64 << 20),
-        idleTimeout: ConfigDuration = .init(.seconds(120))
+        idleTimeout: ConfigDuration = .init(.seconds(120)),
+        drainTimeout: ConfigDuration = .init(.seconds(20)),
+        usageLedger: String? = nil
     ) {
         self.socket = socket
         self.socketMode = socketMode
@@ -59,11 +66,14 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         self.maxEventSize = maxEventSize
         self.maxResponseBody = maxResponseBody
         self.idleTimeout = idleTimeout
+        self.drainTimeout = drainTimeout
+        self.usageLedger = usageLedger
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case socket, socketMode = "socket_mode", maxRequestBody = "max_request_body", maxEventSize = "max_event_size"
-        case maxResponseBody = "max_response_body", idleTimeout = "idle_timeout"
+        case maxResponseBody = "max_response_body", idleTimeout = "idle_timeout", drainTimeout = "drain_timeout"
+        case usageLedger = "usage_ledger"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -76,6 +86,8 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         self.maxEventSize = try c.decodeIfPresent(ConfigByteSize.self, forKey: .maxEventSize) ?? defaults.maxEventSize
         self.maxResponseBody = try c.decodeIfPresent(ConfigByteSize.self, forKey: .maxResponseBody) ?? defaults.maxResponseBody
         self.idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? defaults.idleTimeout
+        self.drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? defaults.drainTimeout
+        self.usageLedger = try c.decodeIfPresent(String.self, forKey: .usageLedger)
     }
 }
 

@@ -54,8 +54,28 @@ struct ChatExchange {
                 record.update { $0.clientDisconnected = true }
             }
         }
-        record.update { $0.totalTime = record.elapsed() }
-        Self.log(record.snapshot, logger: logger)
+        self.complete(record, runtime: runtime, logger: logger)
+    }
+
+    /// Writes the request's record: the journal entry, the ledger line, the metrics. Called
+    /// just before the response's last bytes go out (so a client that has seen the end can
+    /// count on the record), or at the end for requests that failed; once either way.
+    private func complete(_ record: RequestRecord, runtime: GatewayRuntime, logger: Logger) {
+        var alreadyDone = false
+        record.update {
+            alreadyDone = $0.totalTime != nil
+            if !alreadyDone { $0.totalTime = record.elapsed() }
+        }
+        guard !alreadyDone else { return }
+        let finished = record.snapshot
+        if !finished.upstream.isEmpty, finished.attempts > 0 {
+            let healthy = finished.status < 500 && (finished.error == nil || finished.clientDisconnected)
+            self.gateway.statistics.noteUpstream(finished.upstream, healthy: healthy, detail: finished.status >= 500 ? "\(finished.status)" : "stream error")
+        }
+        Self.log(finished, logger: logger)
+        runtime.ledger?.append(finished)
+        let modelLabel = runtime.router.route(for: finished.requestedModel) == nil ? "unknown" : HTTPRequestHandler.printable(finished.requestedModel, limit: 64)
+        self.gateway.metrics.record(finished, modelLabel: modelLabel)
     }
 
     private func exchange(
@@ -104,15 +124,22 @@ struct ChatExchange {
         }
         switch response.body {
         case .whole(let buffer):
-            try await self.writeWhole(response, body: buffer, slot: slot, record: record)
+            try await self.writeWhole(response, body: buffer, slot: slot, record: record, runtime: runtime, logger: logger)
         case .events(let events):
             self.gateway.statistics.activeStreams.add(1, ordering: .relaxed)
             defer { self.gateway.statistics.activeStreams.subtract(1, ordering: .relaxed) }
-            try await self.writeStream(response, events: events, slot: slot, record: record)
+            try await self.writeStream(response, events: events, slot: slot, record: record, runtime: runtime, logger: logger)
         }
     }
 
-    private func writeWhole(_ response: ChatResponse, body: ByteBuffer, slot: ResponseWriterSlot, record: RequestRecord) async throws {
+    private func writeWhole(
+        _ response: ChatResponse,
+        body: ByteBuffer,
+        slot: ResponseWriterSlot,
+        record: RequestRecord,
+        runtime: GatewayRuntime,
+        logger: Logger
+    ) async throws {
         var head = HTTPResponse(status: response.status)
         head.headerFields = response.headerFields
         head.headerFields[.contentLength] = String(body.readableBytes)
@@ -128,10 +155,18 @@ struct ChatExchange {
             $0.timeToFirstByte = record.elapsed()
         }
         guard let writer = slot.take() else { return }
+        self.complete(record, runtime: runtime, logger: logger)
         try await writer.write(response: head, body: ResponseBody(byteBuffer: body))
     }
 
-    private func writeStream(_ response: ChatResponse, events: EventStream, slot: ResponseWriterSlot, record: RequestRecord) async throws {
+    private func writeStream(
+        _ response: ChatResponse,
+        events: EventStream,
+        slot: ResponseWriterSlot,
+        record: RequestRecord,
+        runtime: GatewayRuntime,
+        logger: Logger
+    ) async throws {
         var iterator = events.makeAsyncIterator()
         // Hold the head back until the commit point: a failure before it is a clean HTTP error.
         var held: [StreamEvent] = []
@@ -155,17 +190,20 @@ struct ChatExchange {
             $0.status = response.status.code
             $0.timeToFirstByte = record.elapsed()
         }
-        var sent = 0
-        var firstContentSeen = false
-        func note(_ event: StreamEvent) {
-            sent += 1
+        let counters = Counters()
+        var sent: Int {
+            get { counters.sent }
+            set { counters.sent = newValue }
+        }
+        @Sendable func note(_ event: StreamEvent) {
+            counters.sent += 1
             if let facts = event.facts {
                 record.update {
                     if $0.servedModel == nil { $0.servedModel = facts.model }
                     if let reason = facts.finishReason, $0.finishReason == nil { $0.finishReason = reason }
-                    if !firstContentSeen, facts.carriesContent { $0.timeToFirstContent = record.elapsed() }
+                    if !counters.firstContentSeen, facts.carriesContent { $0.timeToFirstContent = record.elapsed() }
                 }
-                if facts.carriesContent { firstContentSeen = true }
+                if facts.carriesContent { counters.firstContentSeen = true }
             }
         }
         held.forEach(note)
@@ -173,18 +211,23 @@ struct ChatExchange {
         held.removeAll()
         var failure: RelayError?
         if !ended {
-            while true {
-                let next: StreamEvent?
-                do {
-                    next = try await iterator.next()
-                } catch {
-                    if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                    failure = (error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: record.snapshot.upstream)
-                    break
+            // Relay until the stream ends, or until the drain time after SIGTERM is over.
+            let relay = StreamRelay(iterator: iterator, writer: bodyWriter, note: note)
+            let outcome = try await withThrowingTaskGroup(of: StreamRelayOutcome.self) { group in
+                group.addTask { try await relay.run(upstream: record.snapshot.upstream) }
+                group.addTask {
+                    await self.gateway.drain.wait()
+                    return .drained
                 }
-                guard let event = next else { break }
-                note(event)
-                try await bodyWriter.write(event.bytes)
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+            bodyWriter = relay.writer
+            switch outcome {
+            case .finished: break
+            case .failed(let error): failure = error
+            case .drained: failure = .shuttingDown()
             }
         }
         if let failure {
@@ -193,6 +236,7 @@ struct ChatExchange {
             sent += 1
         }
         record.update { $0.eventsSent = sent }
+        self.complete(record, runtime: runtime, logger: logger)
         try await bodyWriter.finish(nil)
     }
 
@@ -203,21 +247,82 @@ struct ChatExchange {
         return "req_" + String(generator.next(), radix: 16) + String(generator.next() & 0xFFFF, radix: 16)
     }
 
+    /// The request's journal entry: one readable line, and every field of the record.
     static func log(_ record: UsageRecord, logger: Logger) {
         var metadata: Logger.Metadata = [
+            "message_id": .string(LogMessageID.requestCompleted),
             "status": .stringConvertible(record.status),
             "stream": .stringConvertible(record.stream),
             "total_ms": .string(String(format: "%.1f", (record.totalTime ?? 0) * 1000)),
+            "events_received": .stringConvertible(record.eventsReceived),
             "events_sent": .stringConvertible(record.eventsSent),
+            "empty_chunks_dropped": .stringConvertible(record.emptyChunksDropped),
+            "heartbeats_sent": .stringConvertible(record.heartbeatsSent),
+            "attempts": .stringConvertible(record.attempts),
         ]
         if let model = record.servedModel { metadata["served_model"] = .string(HTTPRequestHandler.printable(model)) }
         if let reason = record.finishReason { metadata["finish_reason"] = .string(HTTPRequestHandler.printable(reason)) }
         if let error = record.error { metadata["error"] = .string(error) }
         if let ttfb = record.timeToFirstByte { metadata["ttfb_ms"] = .string(String(format: "%.1f", ttfb * 1000)) }
+        if let ttfc = record.timeToFirstContent { metadata["ttfc_ms"] = .string(String(format: "%.1f", ttfc * 1000)) }
         if record.clientDisconnected { metadata["client_disconnected"] = "true" }
-        let message: Logger.Message = record.clientDisconnected ? "request ended: client disconnected" : "request completed"
-        logger.info(message, metadata: metadata)
+        let tokens = record.tokens
+        for (key, value) in [("prompt_tokens", tokens.prompt), ("completion_tokens", tokens.completion), ("reasoning_tokens", tokens.reasoning),
+                             ("cached_prompt_tokens", tokens.cachedPrompt), ("total_tokens", tokens.total)] {
+            if let value { metadata[key] = .stringConvertible(value) }
+        }
+        if let caller = record.caller { metadata["caller_gid"] = .stringConvertible(caller.gid) }
+        var line = "request \(record.clientDisconnected ? "ended (client disconnected)" : "completed"): "
+        line += "\(HTTPRequestHandler.printable(record.requestedModel.isEmpty ? "-" : record.requestedModel)) via \(record.upstream.isEmpty ? "-" : record.upstream), "
+        line += "status \(record.status)"
+        if let reason = record.finishReason { line += ", \(HTTPRequestHandler.printable(reason))" }
+        if let prompt = tokens.prompt, let completion = tokens.completion { line += ", \(prompt)+\(completion) tokens" }
+        line += String(format: ", %.0f ms", (record.totalTime ?? 0) * 1000)
+        logger.info("\(line)", metadata: metadata)
     }
+}
+
+/// Pulls events and writes them to the client until the stream ends; run as a child task
+/// so that the drain signal can stop it. The writer is handed back when it is done.
+final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWriter>: @unchecked Sendable where Iterator.Element == StreamEvent {
+    private var iterator: Iterator
+    private(set) var writer: Writer
+    private let note: @Sendable (StreamEvent) -> Void
+
+    init(iterator: Iterator, writer: Writer, note: @escaping @Sendable (StreamEvent) -> Void) {
+        self.iterator = iterator
+        self.writer = writer
+        self.note = note
+    }
+
+    /// Upstream failures come back as `.failed`; a client that is gone throws.
+    func run(upstream: String) async throws -> StreamRelayOutcome {
+        while true {
+            let next: StreamEvent?
+            do {
+                next = try await self.iterator.next()
+            } catch {
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
+                return .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
+            }
+            guard let event = next else { return .finished }
+            self.note(event)
+            try await self.writer.write(event.bytes)
+        }
+    }
+}
+
+/// How relaying a stream ended.
+enum StreamRelayOutcome: Sendable {
+    case finished
+    case failed(RelayError)
+    case drained
+}
+
+/// Per-stream counters shared by the relay task and the exchange.
+private final class Counters: @unchecked Sendable {
+    var sent = 0
+    var firstContentSeen = false
 }
 
 /// Holds the response writer until someone writes the head; `~Copyable` values cannot be

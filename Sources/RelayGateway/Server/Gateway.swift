@@ -7,30 +7,38 @@ public import NIOPosix
 public import RelayCore
 public import ServiceLifecycle
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
+import Systemd
 
-/// The chatrelayd daemon as a service: the HTTP/1.1 server on the Unix socket, the shared
+/// The chatrelayd daemon as a service: the HTTP/1.1 listener on the Unix socket, the shared
 /// upstream HTTP client, and the current configuration generation.
 ///
-/// Run it in a `ServiceGroup`; graceful shutdown stops accepting, lets requests in flight
-/// finish, then closes the upstream client.
+/// Run it in a `ServiceGroup`. Graceful shutdown (SIGTERM) sends `STOPPING=1`, stops
+/// accepting, lets streams in flight finish for `server.drain_timeout`, then ends the rest
+/// with an error event. ``reload()`` swaps in a new configuration generation; streams in
+/// flight keep the one they started with.
 public final class Gateway: Service, Sendable {
     /// The chatrelayd version reported by `--version` and `/healthz`.
     public static let version = "0.1.0"
 
     private let runtime: Mutex<GatewayRuntime>
+    private let reloadLock = Mutex(())
     private let httpClient: HTTPClient
     private let eventLoopGroup: MultiThreadedEventLoopGroup
+    private let registry: StageRegistry
+    /// The file the configuration came from; nil for the built-in default.
+    public let configPath: String?
     let logger: Logger
     let statistics = GatewayStatistics()
+    let metrics = GatewayMetrics()
     let startedAt = ContinuousClock.now
+    let drain = DrainSignal()
+    let notifier = SystemdNotifier()
     private let readiness: (stream: AsyncStream<String>, continuation: AsyncStream<String>.Continuation)
 
     /// Builds the gateway for `config`; throws when the configuration cannot be served.
     public init(
         config: GatewayConfig,
+        configPath: String? = nil,
         logger: Logger,
         eventLoopGroup: MultiThreadedEventLoopGroup = .singleton,
         registry: StageRegistry = .builtIn
@@ -57,6 +65,8 @@ public final class Gateway: Service, Sendable {
         self.runtime = Mutex(runtime)
         self.httpClient = client
         self.eventLoopGroup = eventLoopGroup
+        self.registry = registry
+        self.configPath = configPath
         self.logger = logger
         self.readiness = AsyncStream.makeStream()
     }
@@ -69,16 +79,33 @@ public final class Gateway: Service, Sendable {
     /// The configuration generation new requests use.
     public var currentRuntime: GatewayRuntime { self.runtime.withLock { $0 } }
 
-    /// Returns the socket path once the gateway accepts connections.
+    /// Returns the socket path once the gateway accepts connections (nil if it never does).
     public func waitUntilReady() async -> String? {
         var iterator = self.readiness.stream.makeAsyncIterator()
         return await iterator.next()
     }
 
+    /// The event loops serving connections (for the watchdog's health probe).
+    public var eventLoops: MultiThreadedEventLoopGroup { self.eventLoopGroup }
+
     public func run() async throws {
         let settings = self.currentRuntime.config.server
         do {
-            try await self.serve(settings)
+            let socket = try ListeningSocket.choose(configuredPath: settings.socket)
+            let handler = HTTPRequestHandler(gateway: self)
+            let listener = GatewayListener(
+                socket: socket,
+                channel: HTTP1Channel(
+                    responder: { request, writer, channel in try await handler.respond(to: request, writer: writer, channel: channel) },
+                    configuration: .init(idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000)))
+                ),
+                eventLoopGroup: self.eventLoopGroup,
+                logger: self.logger
+            )
+            try await listener.run(
+                onListening: { self.listening(on: socket, settings: settings) },
+                onShutdownRequested: { self.beginDrain(after: settings.drainTimeout) }
+            )
         } catch {
             try? await self.httpClient.shutdown()
             self.readiness.continuation.finish()
@@ -86,40 +113,144 @@ public final class Gateway: Service, Sendable {
         }
         try? await self.httpClient.shutdown()
         self.readiness.continuation.finish()
-        self.logger.info("chatrelayd stopped")
+        self.logger.info("chatrelayd stopped", metadata: ["message_id": .string(LogMessageID.stopped)])
     }
 
-    private func serve(_ settings: ServerSettings) async throws {
-        try UnixSocketPath.prepare(settings.socket)
-        let handler = HTTPRequestHandler(gateway: self)
-        let server = Server(
-            childChannelSetup: HTTP1Channel(
-                responder: { request, writer, channel in try await handler.respond(to: request, writer: writer, channel: channel) },
-                configuration: .init(idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000)))
-            ),
-            configuration: .init(address: .unixDomainSocket(path: settings.socket), serverName: nil, backlog: 1024),
-            onServerRunning: { _ in
-                do {
-                    try UnixSocketPath.setMode(settings.socket, mode: settings.socketMode.mode)
-                } catch {
-                    self.logger.error("\(error)")
-                }
-                self.logger.info(
-                    "chatrelayd \(Self.version) listening",
-                    metadata: ["socket": "\(settings.socket)", "mode": "\(settings.socketMode)"]
-                )
-                self.readiness.continuation.yield(settings.socket)
-            },
-            eventLoopGroup: self.eventLoopGroup,
-            logger: self.logger
+    private func listening(on socket: ListeningSocket, settings: ServerSettings) {
+        let path: String
+        switch socket {
+        case .path(let socketPath):
+            path = socketPath
+            do {
+                try UnixSocketPath.setMode(socketPath, mode: settings.socketMode.mode)
+            } catch {
+                self.logger.error("\(error)")
+            }
+        case .adopted(let fd, let name):
+            path = settings.socket
+            self.logger.info("adopted the socket systemd passed", metadata: ["fd": "\(fd)", "fd_name": "\(name)"])
+        }
+        self.logger.info(
+            "chatrelayd \(Self.version) ready",
+            metadata: ["socket": "\(path)", "mode": "\(settings.socketMode)", "message_id": .string(LogMessageID.ready)]
         )
-        try await server.run()
-        unlink(settings.socket)
+        self.readiness.continuation.yield(path)
+    }
+
+    /// SIGTERM: tell systemd, stop accepting (the listener does), and start the drain clock.
+    private func beginDrain(after timeout: ConfigDuration) {
+        let streams = self.statistics.activeStreams.load(ordering: .relaxed)
+        self.statistics.setState("stopping: draining \(streams) streams for up to \(timeout)")
+        self.notify { _ = try $0.stopping() }
+        self.notify { _ = try $0.status(self.statusLine()) }
+        self.logger.info(
+            "stopping: no new connections; draining streams in flight",
+            metadata: ["active_streams": "\(streams)", "drain_timeout": "\(timeout)", "message_id": .string(LogMessageID.stopping)]
+        )
+        Task {
+            try? await Task.sleep(for: timeout.duration)
+            let remaining = self.statistics.activeStreams.load(ordering: .relaxed)
+            if remaining > 0 {
+                self.logger.warning("drain time is over: ending \(remaining) streams with an error event")
+            }
+            self.drain.fire()
+        }
+    }
+
+    /// Loads the configuration file again and swaps it in; a bad file keeps the running one.
+    ///
+    /// Sends `RELOADING=1` (with `MONOTONIC_USEC`) and then `READY=1` either way, as systemd expects.
+    @discardableResult
+    public func reload() -> Result<String, ConfigError> {
+        self.reloadLock.withLock { _ in
+            self.notify { _ = try $0.reloading() }
+            defer {
+                self.notify { _ = try $0.ready() }
+                self.notify { _ = try $0.status(self.statusLine()) }
+            }
+            let result: Result<String, ConfigError>
+            do throws(ConfigError) {
+                let config: GatewayConfig
+                if let path = self.configPath {
+                    config = try ConfigLoader.load(path: path, registry: self.registry)
+                } else {
+                    config = ConfigLoader.builtInDefault()
+                }
+                let next = try GatewayRuntime(config: config, httpClient: self.httpClient, registry: self.registry)
+                self.runtime.withLock { $0 = next }
+                let generation = self.statistics.generation.add(1, ordering: .relaxed).newValue
+                self.statistics.setReloadError(nil)
+                result = .success("configuration generation \(generation) loaded")
+                self.logger.info(
+                    "configuration reloaded",
+                    metadata: ["generation": "\(generation)", "config": "\(self.configPath ?? "built-in default")", "message_id": .string(LogMessageID.reloaded)]
+                )
+            } catch {
+                self.statistics.setReloadError(error.description)
+                result = .failure(error)
+                self.logger.error(
+                    "reload failed; still serving the previous configuration: \(error)",
+                    metadata: ["message_id": .string(LogMessageID.reloadFailed)]
+                )
+            }
+            return result
+        }
+    }
+
+    /// One line for systemd's STATUS=: what the gateway is doing right now.
+    public func statusLine() -> String {
+        let streams = self.statistics.activeStreams.load(ordering: .relaxed)
+        let requests = self.statistics.requestsTotal.load(ordering: .relaxed)
+        var line = self.statistics.state() ?? "serving"
+        line += ": \(streams) stream\(streams == 1 ? "" : "s"), \(requests) request\(requests == 1 ? "" : "s")"
+        let upstreams = self.statistics.upstreamHealth()
+        if !upstreams.isEmpty {
+            line += ", " + upstreams.map { "upstream \($0.name) \($0.state)" }.joined(separator: ", ")
+        }
+        if let failure = self.statistics.reloadError() { line += "; last reload failed: \(failure)" }
+        return line
+    }
+
+    func notify(_ body: (SystemdNotifier) throws -> Void) {
+        do {
+            try body(self.notifier)
+        } catch {
+            self.logger.warning("sd_notify failed: \(error)")
+        }
     }
 }
 
-/// Counters for `/healthz` and the status line.
+/// Counters and states for `/healthz` and the STATUS line.
 final class GatewayStatistics: Sendable {
     let activeStreams = Atomic<Int>(0)
     let requestsTotal = Atomic<Int>(0)
+    let generation = Atomic<Int>(1)
+    private let states = Mutex<(state: String?, reloadError: String?, upstreams: [String: String])>((nil, nil, [:]))
+
+    func setState(_ state: String?) { self.states.withLock { $0.state = state } }
+    func state() -> String? { self.states.withLock { $0.state } }
+    func setReloadError(_ error: String?) { self.states.withLock { $0.reloadError = error } }
+    func reloadError() -> String? { self.states.withLock { $0.reloadError } }
+
+    /// Records how the last request to `upstream` went: `ok`, or what failed.
+    func noteUpstream(_ upstream: String, healthy: Bool, detail: String) {
+        guard !upstream.isEmpty else { return }
+        self.states.withLock { $0.upstreams[upstream] = healthy ? "ok" : "failing (\(detail))" }
+    }
+
+    func upstreamHealth() -> [(name: String, state: String)] {
+        self.states.withLock { $0.upstreams.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+}
+
+/// journald `MESSAGE_ID`s of the events an operator filters for
+/// (`journalctl MESSAGE_ID=...`). Fixed 128-bit ids, as journald expects.
+public enum LogMessageID {
+    public static let started = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d01"
+    public static let ready = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d02"
+    public static let reloaded = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d03"
+    public static let reloadFailed = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d04"
+    public static let stopping = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d05"
+    public static let stopped = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d06"
+    public static let requestCompleted = "5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d07"
 }

@@ -10,6 +10,8 @@ public struct GatewayRuntime: Sendable {
     public let router: ModelRouter
     /// When this generation was built (seconds since 1970; `created` in `/v1/models`).
     public let createdAt: Int
+    /// Where usage records are appended, when configured.
+    let ledger: UsageLedger?
 
     public init(
         config: GatewayConfig,
@@ -51,6 +53,7 @@ public struct GatewayRuntime: Sendable {
         } catch {
             throw ConfigError("\(error)")
         }
+        self.ledger = try config.server.usageLedger.map { path throws(ConfigError) in try UsageLedger(path: path) }
         self.config = config
         self.createdAt = Int(Date().timeIntervalSince1970)
     }

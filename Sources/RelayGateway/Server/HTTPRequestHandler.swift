@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import HummingbirdCore
 import Logging
@@ -15,6 +18,8 @@ struct HTTPRequestHandler: Sendable {
         "/v1/chat/completions": .post,
         "/v1/models": .get,
         "/healthz": .get,
+        "/admin/reload": .post,
+        "/metrics": .get,
     ]
 
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
@@ -34,8 +39,44 @@ struct HTTPRequestHandler: Sendable {
             try await Self.write(json: self.health(), to: writer)
         case "/v1/models":
             try await Self.write(json: self.modelList(), to: writer)
+        case "/metrics":
+            let body = self.gateway.metrics.exposition(
+                activeStreams: self.gateway.statistics.activeStreams.load(ordering: .relaxed),
+                generation: self.gateway.statistics.generation.load(ordering: .relaxed)
+            )
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            head.headerFields[.contentLength] = String(body.count)
+            try await writer.write(response: head, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        case "/admin/reload":
+            try await self.reload(channel: channel, writer: writer)
         default:
             try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(writer: writer)
+        }
+    }
+
+    /// `chatrelayd reload` asks here; only root and the daemon's own user may.
+    func reload(channel: any Channel, writer: consuming ResponseWriter) async throws {
+        let caller = await PeerCredentials.read(from: channel)
+        guard let caller, caller.uid == 0 || caller.uid == getuid() else {
+            let error = RelayError(
+                status: .forbidden,
+                message: "Only root and the daemon's own user may reload it.",
+                type: "permission_error",
+                code: "permission_denied"
+            )
+            self.gateway.logger.warning("reload refused", metadata: ["caller_uid": "\(caller.map { "\($0.uid)" } ?? "unknown")"])
+            try await Self.write(error: error, to: writer)
+            return
+        }
+        switch self.gateway.reload() {
+        case .success(let message):
+            try await Self.write(json: ["status": "reloaded", "message": .string(message)], to: writer)
+        case .failure(let error):
+            try await Self.write(
+                error: RelayError(status: .unprocessableContent, message: error.description, type: "invalid_request_error", code: "invalid_config"),
+                to: writer
+            )
         }
     }
 

@@ -10,10 +10,18 @@ final class GatewayProcess: @unchecked Sendable {
     let socketPath: String
     let logPath: String
     let process: Process
-    private let notifySocket: DatagramListener
+    let notifySocket: DatagramListener
 
     /// Writes `config` (with `SOCKET` replaced by the socket path) and starts the daemon.
-    static func start(config: String, tag: String = "e2e", environment extra: [String: String] = [:]) async throws -> GatewayProcess {
+    /// `launcher` runs in front of it (e.g. `systemd-socket-activate ...`); `awaitReady: false`
+    /// returns before `READY=1` (socket activation starts the daemon on the first connection).
+    static func start(
+        config: String,
+        tag: String = "e2e",
+        environment extra: [String: String] = [:],
+        launcher: [String] = [],
+        awaitReady: Bool = true
+    ) async throws -> GatewayProcess {
         let directory = try TestPaths.temporaryDirectory(tag)
         let socketPath = directory + "/gw.sock"
         let configPath = directory + "/chatrelayd.yaml"
@@ -22,8 +30,9 @@ final class GatewayProcess: @unchecked Sendable {
         let logPath = directory + "/chatrelayd.log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestPaths.chatrelayd)
-        process.arguments = ["serve", "--config", configPath]
+        let command = launcher.map { $0 == "SOCKET" ? socketPath : $0 } + [TestPaths.chatrelayd, "serve", "--config", configPath]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notify.path
         environment.removeValue(forKey: "JOURNAL_STREAM")
@@ -33,6 +42,7 @@ final class GatewayProcess: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         let gateway = GatewayProcess(directory: directory, socketPath: socketPath, logPath: logPath, process: process, notify: notify)
+        guard awaitReady else { return gateway }
         let ready = try await onOwnThread { try notify.waitFor("READY=1", timeout: 60) }
         guard ready else {
             process.terminate()
@@ -51,6 +61,20 @@ final class GatewayProcess: @unchecked Sendable {
 
     /// What the daemon has logged so far.
     var log: String { (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits (without sleeping) for a notify datagram line such as `STOPPING=1`.
+    func waitForNotification(_ line: String, timeout: Int32 = 30) async throws -> Bool {
+        let socket = self.notifySocket
+        return try await onOwnThread { try socket.waitFor(line, timeout: timeout) }
+    }
+
+    /// Every notify datagram that arrives within `seconds`.
+    func notifications(during seconds: Double) async throws -> [String] {
+        let socket = self.notifySocket
+        return try await onOwnThread { try socket.collect(for: seconds) }
+    }
+
+    func signal(_ number: Int32) { kill(self.process.processIdentifier, number) }
 
     /// SIGTERM, then waits for the exit status.
     @discardableResult
@@ -98,6 +122,21 @@ final class DatagramListener: @unchecked Sendable {
     deinit {
         close(self.fd)
         unlink(self.path)
+    }
+
+    /// Blocks (use from a thread of its own) for `seconds`, returning every datagram.
+    func collect(for seconds: Double) throws -> [String] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var collected: [String] = []
+        while deadline.timeIntervalSinceNow > 0 {
+            var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, Int32(max(1, deadline.timeIntervalSinceNow * 1000))) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = recv(self.fd, &buffer, buffer.count, 0)
+            if count > 0 { collected.append(String(decoding: buffer[..<count], as: UTF8.self)) }
+        }
+        self.received += collected
+        return collected
     }
 
     /// Blocks (use from a thread of its own) until a datagram containing `line` arrives.

@@ -13,12 +13,10 @@ import Synchronization
 /// recorded stream, trickle forever, die mid-stream, hang, or answer with an error.
 ///
 /// The behaviour is chosen by the request's `model` (`loop-seed`, `loop-slow`, ...). Notable
-/// moments (`request:MODEL`, `cancelled:MODEL`) are published on ``events`` so tests can
-/// await them instead of sleeping.
+/// moments (`request:MODEL`, `cancelled:MODEL`) are recorded so tests can await them
+/// (``waitFor(_:)``) instead of sleeping.
 final class LoopbackUpstream: Sendable {
     let port: Int
-    let events: AsyncStream<String>
-    private let eventSink: AsyncStream<String>.Continuation
     private let server: Server<HTTP1Channel>
     private let runner: Task<Void, any Error>
     private let seenAuthorization = Mutex<[String]>([])
@@ -27,7 +25,6 @@ final class LoopbackUpstream: Sendable {
     var authorizations: [String] { self.seenAuthorization.withLock { $0 } }
 
     static func start() async throws -> LoopbackUpstream {
-        let (events, sink) = AsyncStream<String>.makeStream()
         let (portStream, portSink) = AsyncStream<Int>.makeStream()
         let box = UpstreamBox()
         let server = Server(
@@ -42,15 +39,13 @@ final class LoopbackUpstream: Sendable {
         let runner = Task { try await server.run() }
         var ports = portStream.makeAsyncIterator()
         let port = await ports.next() ?? 0
-        let upstream = LoopbackUpstream(port: port, events: events, sink: sink, server: server, runner: runner)
+        let upstream = LoopbackUpstream(port: port, server: server, runner: runner)
         box.upstream = upstream
         return upstream
     }
 
-    private init(port: Int, events: AsyncStream<String>, sink: AsyncStream<String>.Continuation, server: Server<HTTP1Channel>, runner: Task<Void, any Error>) {
+    private init(port: Int, server: Server<HTTP1Channel>, runner: Task<Void, any Error>) {
         self.port = port
-        self.events = events
-        self.eventSink = sink
         self.server = server
         self.runner = runner
     }
@@ -59,13 +54,35 @@ final class LoopbackUpstream: Sendable {
     func stop() async {
         self.runner.cancel()
         _ = await self.runner.result
-        self.eventSink.finish()
+        let waiting = self.history.withLock { state in
+            defer { state.waiters.removeAll() }
+            return state.waiters.map(\.1)
+        }
+        waiting.forEach { $0.resume(returning: false) }
     }
 
-    /// Waits for an event named `name`, skipping others.
+    /// Waits until an event named `name` has happened (now or earlier).
     func waitFor(_ name: String) async -> Bool {
-        for await event in self.events where event == name { return true }
-        return false
+        await withCheckedContinuation { continuation in
+            let seen = self.history.withLock { state -> Bool in
+                if state.seen.contains(name) { return true }
+                state.waiters.append((name, continuation))
+                return false
+            }
+            if seen { continuation.resume(returning: true) }
+        }
+    }
+
+    private let history = Mutex<(seen: [String], waiters: [(String, CheckedContinuation<Bool, Never>)])>(([], []))
+
+    private func publish(_ event: String) {
+        let ready = self.history.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.seen.append(event)
+            let matching = state.waiters.filter { $0.0 == event }.map(\.1)
+            state.waiters.removeAll { $0.0 == event }
+            return matching
+        }
+        ready.forEach { $0.resume(returning: true) }
     }
 
     private func respond(_ request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
@@ -76,7 +93,7 @@ final class LoopbackUpstream: Sendable {
         if let authorization = request.headers[.authorization] {
             self.seenAuthorization.withLock { $0.append(authorization) }
         }
-        self.eventSink.yield("request:\(model)")
+        self.publish("request:\(model)")
         switch model {
         case "loop-seed":
             let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
@@ -85,6 +102,17 @@ final class LoopbackUpstream: Sendable {
             var bodyWriter = try await writer.writeHead(head)
             for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
                 try await bodyWriter.write(piece)
+            }
+            try await bodyWriter.finish(nil)
+        case "loop-seed-slow":
+            // The seed again, 10 ms between events: a stream that lasts about 1.3 s.
+            let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
+                try await bodyWriter.write(piece)
+                try await Task.sleep(for: .milliseconds(10))
             }
             try await bodyWriter.finish(nil)
         case "loop-json":
@@ -104,7 +132,7 @@ final class LoopbackUpstream: Sendable {
                 }
                 try await bodyWriter.finish(nil)
             } catch {
-                self.eventSink.yield("cancelled:\(model)")
+                self.publish("cancelled:\(model)")
                 throw error
             }
         case "loop-die":
@@ -126,7 +154,7 @@ final class LoopbackUpstream: Sendable {
             do {
                 try await Task.sleep(for: .seconds(20))
             } catch {
-                self.eventSink.yield("cancelled:\(model)")
+                self.publish("cancelled:\(model)")
             }
             try await writer.writeResponse(HTTPResponse(status: .gatewayTimeout))
         default:

@@ -1,0 +1,349 @@
+#!/bin/bash
+# System test of chatrelayd under a real systemd (Debian 12: systemd 252).
+#
+#   Tests/system/run.sh PATH/TO/chatrelayd        (as root; e.g. .build/debug/chatrelayd)
+#
+# In a private mount namespace (overlays over /usr, /etc and /var, so the host keeps no
+# file and no user afterwards) it installs the daemon as a package would: the binary as
+# /usr/bin/chatrelayd, a test configuration as /etc/chatrelayd/chatrelayd.yaml, the
+# project's cassettes under /usr/share/chatrelayd/cassettes, systemd/chatrelayd.sysusers and
+# .tmpfiles under /usr/lib/{sysusers,tmpfiles}.d (and runs systemd-sysusers and
+# systemd-tmpfiles for them). It then boots a real systemd as PID 1 of private namespaces
+# (Tests/system/sandbox/sandbox.sh) with the project's unit files from systemd/, unchanged,
+# plus one test drop-in (CHATRELAYD_TEST_HOOKS=1, WatchdogSec=4s), and checks socket
+# activation, STATUS=, reload during a stream, a watchdog restart, stop with a drain, and
+# the journal fields. Prints PASS:/FAIL: lines and, last, "N passed, M failed"; exits 1 if
+# anything failed. Prints "SKIP: reason" and exits 0 when it cannot run here (not root,
+# no unshare, no systemd). Takes under a minute.
+# CHATRELAYD_SYSTEST_JOURNAL=FILE: write the sandbox's whole journal to FILE before teardown.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# (called through bash: works from a checkout that lost the executable bits)
+SBS=$here/sandbox/sandbox.sh
+sb() { bash "$SBS" "$@"; }
+
+# ----------------------------------------------------------------------------- outer part
+if [ -z "${CHATRELAYD_SYSTEST_INNER:-}" ]; then
+  [ $# -eq 1 ] || { echo "usage: $0 PATH/TO/chatrelayd" >&2; exit 2; }
+  skip() { echo "SKIP: $*"; exit 0; }
+  [ "$(id -u)" -eq 0 ] || skip "needs root (private namespaces, overlay mounts, cgroups)"
+  for t in unshare nsenter; do command -v "$t" >/dev/null || skip "$t not found (util-linux)"; done
+  { [ -x /usr/lib/systemd/systemd ] || [ -x /lib/systemd/systemd ]; } && command -v systemctl >/dev/null \
+    || skip "systemd not installed"
+  missing=()
+  for t in setpriv script journalctl systemd-sysusers systemd-tmpfiles curl; do
+    command -v "$t" >/dev/null || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] || { echo "FAIL: missing tools: ${missing[*]} (scripts/setup installs curl)"; echo "0 passed, 1 failed"; exit 1; }
+  grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+  grep -qw overlay /proc/filesystems || { echo "FAIL: the kernel has no overlay file system"; echo "0 passed, 1 failed"; exit 1; }
+  [ -x "$1" ] && [ -f "$1" ] || { echo "$0: $1: not an executable file" >&2; exit 2; }
+  binary=$(realpath "$1")
+  host_state() {  # what the test must not leave behind (compared after the teardown)
+    ls -d /usr/bin/chatrelayd /etc/chatrelayd /var/lib/chatrelayd /usr/share/chatrelayd \
+          /usr/lib/sysusers.d/chatrelayd.conf /usr/lib/tmpfiles.d/chatrelayd.conf 2>/dev/null || true
+    grep '^chatrelay:' /etc/passwd /etc/group || true
+  }
+  export -f host_state
+  CHATRELAYD_SYSTEST_HOST_BEFORE=$(host_state); export CHATRELAYD_SYSTEST_HOST_BEFORE
+
+  # not under $TMPDIR: it must stay outside the overlaid /usr, /etc and /var
+  work=$(mktemp -d /tmp/chatrelayd-systest.XXXXXX)
+  export SYSD_STATE_DIR=$work/sandbox SYSD_ID=chatrelayd-systest-$$
+  # second line of defence: the inner part stops the sandbox itself
+  trap 'SYSD_FAST_STOP=1 sb stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM
+  rc=0
+  CHATRELAYD_SYSTEST_INNER=1 CHATRELAYD_SYSTEST_WORK=$work \
+    unshare --mount --propagation private bash "${BASH_SOURCE[0]}" "$binary" || rc=$?
+  exit $rc
+fi
+
+# ------------------------------------------------- inner part: in a private mount namespace
+binary=$1
+work=$CHATRELAYD_SYSTEST_WORK
+SOCK=/run/chatrelayd/gateway.sock
+MSGID=5b7c0c3f0a1e4a1f9d2f3c6a7e8b9d07
+passed=0; failed=0; torn_down=no
+t_start=$(date +%s.%N)
+
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+info() { echo "      $*"; }
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+teardown() {
+  [ "$torn_down" = yes ] && return 0
+  torn_down=yes
+  if [ -n "$(sb pid 2>/dev/null)" ]; then
+    if [ $failed -gt 0 ]; then
+      echo "---- journal of the sandbox (last 80 lines) ----"
+      sb exec journalctl --no-pager -n 80 2>&1 || true
+      echo "---- manager console (last 20 lines) ----"
+      sb logs 2>&1 | tail -20 || true
+      echo "----"
+    fi
+    if [ -n "${CHATRELAYD_SYSTEST_JOURNAL:-}" ]; then
+      sb exec journalctl --no-pager -o short-precise > "$CHATRELAYD_SYSTEST_JOURNAL" 2>&1 || true
+    fi
+  fi
+  sb stop >/dev/null 2>&1 || echo "teardown: sandbox stop failed" >&2
+  # the overlays vanish with this mount namespace; unmount anyway, innermost first
+  for d in /var /etc /usr "$work/ovl"; do umount -l "$d" 2>/dev/null || true; done
+}
+finish() {
+  local rc=$?
+  trap - EXIT
+  if [ "$torn_down" = no ] && [ $rc -ne 0 ]; then
+    fail "the test script stopped early (exit $rc)"
+  fi
+  teardown
+  echo "total time $(elapsed "$t_start") s"
+  echo "$passed passed, $failed failed"
+  [ $failed -eq 0 ]
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+ctl() { timeout 60 bash "$SBS" ctl "$@"; }
+prop() { ctl show -p "$2" --value "$1" 2>/dev/null || echo "?"; }
+inns() { sb exec "$@"; }
+journal() { inns journalctl --no-pager -q "$@"; }
+
+echo "chatrelayd system test: $("$binary" --version 2>&1 | sed -n 1p), $(systemctl --version | sed -n 1p)"
+info "binary $binary"
+if ldd "$binary" 2>/dev/null | grep -E '=> (/root|/home)/' >/dev/null; then
+  info "WARNING: the binary loads libraries from /root or /home, which ProtectHome=yes hides from the service"
+fi
+
+# ---- installation into overlays ---------------------------------------------------------
+mkdir -p "$work/ovl"
+mount -t tmpfs -o mode=0700 chatrelayd-systest "$work/ovl"
+for d in usr etc var; do
+  mkdir -p "$work/ovl/$d.upper" "$work/ovl/$d.work"
+  mount -t overlay "systest-$d" -o "lowerdir=/$d,upperdir=$work/ovl/$d.upper,workdir=$work/ovl/$d.work" "/$d"
+done
+
+install -m 0755 "$binary" /usr/bin/chatrelayd
+install -d -m 0755 /usr/share/chatrelayd/cassettes /usr/lib/sysusers.d /usr/lib/tmpfiles.d /etc/chatrelayd
+install -m 0644 "$repo"/Tests/Fixtures/cassettes/* /usr/share/chatrelayd/cassettes/
+install -m 0644 "$repo/systemd/chatrelayd.sysusers" /usr/lib/sysusers.d/chatrelayd.conf
+install -m 0644 "$repo/systemd/chatrelayd.tmpfiles" /usr/lib/tmpfiles.d/chatrelayd.conf
+cat > /etc/chatrelayd/chatrelayd.yaml <<'YAML'
+# chatrelayd system test (Tests/system/run.sh): recorded streams, no API key
+server: {socket: /run/chatrelayd/gateway.sock, drain_timeout: 10s}
+upstreams:
+  - {name: recorded, kind: cassette, cassettes: [/usr/share/chatrelayd/cassettes], pace: none}
+  - {name: slow, kind: cassette, cassettes: [/usr/share/chatrelayd/cassettes], pace: 6s}
+models:
+  - {name: grok-4-fast, upstream: recorded}
+  - {name: grok-slow, upstream: slow, upstream_model: grok-4-fast}
+YAML
+chmod 0644 /etc/chatrelayd/chatrelayd.yaml
+# The unit names the Swift crash backtracer at /usr/libexec/swift/linux/ (packagers install
+# it there); install the one of the toolchain the binary was linked against, when there is one.
+swiftcore=$(ldd /usr/bin/chatrelayd 2>/dev/null | awk '$1 == "libswiftCore.so" { print $3 }')
+backtracer=
+for c in ${swiftcore:+"$(dirname "$swiftcore")/../../../libexec/swift/linux/swift-backtrace-static"} \
+         /opt/swift/usr/libexec/swift/linux/swift-backtrace-static; do
+  [ -x "$c" ] && { backtracer=$(realpath "$c"); break; }
+done
+if [ -n "$backtracer" ]; then
+  install -D -m 0755 "$backtracer" /usr/libexec/swift/linux/swift-backtrace-static
+fi
+
+# sysusers as a package's postinst would run it (writes /etc/passwd in the overlay only)
+systemd-sysusers chatrelayd.conf 2>&1 | sed 's/^/      sysusers: /'
+getent passwd chatrelay >/dev/null || { fail "systemd-sysusers did not create user chatrelay"; exit 1; }
+
+# units: the project's files unchanged, one test drop-in
+units=$work/units
+mkdir -p "$units/chatrelayd.service.d"
+cp "$repo/systemd/chatrelayd.service" "$repo/systemd/chatrelayd.socket" "$units/"
+cat > "$units/chatrelayd.service.d/50-systemtest.conf" <<'UNIT'
+# Tests/system/run.sh: the daemon's test hooks (SIGUSR2 wedges its event loops) and a
+# short watchdog so that the watchdog restart is quick to observe.
+[Service]
+Environment=CHATRELAYD_TEST_HOOKS=1
+WatchdogSec=4s
+UNIT
+export SYSD_UNIT_DIR=$units
+
+info "backtracer ${backtracer:-not found (crash backtraces will be missing)}"
+sb start
+# boot-time tmpfiles (systemd-tmpfiles-setup.service is not part of the sandbox)
+inns systemd-tmpfiles --create chatrelayd.conf
+info "/run/chatrelayd: $(inns stat -c '%A %U:%G' /run/chatrelayd)"
+
+# ---- helpers -----------------------------------------------------------------------------
+BODY='{"model":"%s","stream":true,"max_tokens":4000,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant"},{"role":"user","content":"Say hi in Portuguese"}]}'
+# chat MODEL FILE: a streaming request from inside the sandbox; response head and body in
+# FILE, curl's own messages in FILE.err. Returns curl's status.
+chat() {
+  local body
+  # shellcheck disable=SC2059
+  body=$(printf "$BODY" "$1")
+  timeout 45 bash "$SBS" exec curl -sS -N -i --max-time 40 --unix-socket "$SOCK" \
+    -H 'Content-Type: application/json' --data-binary "$body" \
+    http://localhost/v1/chat/completions > "$2" 2> "$2.err"
+}
+# summary FILE: sets HTTP (status), RID (x-request-id), EV (data: events), LAST (last data
+# line), ERRS (error events)
+summary() {
+  local f=$1
+  HTTP=$(tr -d '\r' < "$f" | awk 'NR == 1 { print $2 }')
+  RID=$(tr -d '\r' < "$f" | awk 'tolower($1) == "x-request-id:" && !seen { print $2; seen = 1 }')
+  EV=$(tr -d '\r' < "$f" | grep -c '^data:' || true)
+  LAST=$(tr -d '\r' < "$f" | grep '^data:' | tail -1 | cut -c1-200 || true)
+  ERRS=$(tr -d '\r' < "$f" | grep -c '^data: *{"error"' || true)
+}
+full_stream() { [ "$HTTP" = 200 ] && [ "$EV" = 128 ] && [ "$LAST" = "data: [DONE]" ] && [ "$ERRS" = 0 ]; }
+describe() { echo "HTTP ${HTTP:-none}, $EV data events, last '${LAST:0:80}', request id ${RID:-none}"; }
+healthz() { inns curl -sS --max-time 3 --unix-socket "$SOCK" http://localhost/healthz 2>&1 || true; }
+# wait_stream: until /healthz reports a stream in flight (at most 5 s)
+wait_stream() {
+  local i h
+  for i in $(seq 50); do
+    h=$(healthz)
+    [[ $h =~ \"active_streams\":\ *([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] && return 0
+    sleep 0.1
+  done
+  echo "      no stream in flight after 5 s; last /healthz: $h"
+  return 1
+}
+# journal_has PATTERN ARGS...: grep journalctl ARGS output, retrying for 3 s (journald is async)
+journal_has() {
+  local pat=$1 i; shift
+  for i in $(seq 30); do
+    # (no grep -q: with pipefail, journalctl's SIGPIPE would turn a match into a failure)
+    journal "$@" 2>/dev/null | grep -- "$pat" >/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---- 1. socket activation ----------------------------------------------------------------
+echo "== 1. socket activation"
+if ctl start chatrelayd.socket; then pass "systemctl start chatrelayd.socket"; else fail "systemctl start chatrelayd.socket"; fi
+info "socket: $(inns stat -c '%A %U:%G %n' "$SOCK" 2>&1)"
+s=$(prop chatrelayd.service ActiveState)
+[ "$s" = inactive ] && pass "chatrelayd.service inactive before the first connection" \
+                    || fail "chatrelayd.service is '$s' before the first connection (expected inactive)"
+t=$(date +%s.%N)
+chat grok-4-fast "$work/r1" || true
+summary "$work/r1"
+if full_stream; then pass "the first request activated the service and got the whole stream ($(describe), $(elapsed "$t") s)"
+else fail "first request: $(describe); curl: $(head -c 300 "$work/r1.err")"; fi
+show=$(ctl show -p ActiveState,SubState,StatusText,MainPID chatrelayd.service 2>&1 || true)
+echo "$show" | sed 's/^/      /'
+st=$(prop chatrelayd.service StatusText)
+if [ "$(prop chatrelayd.service ActiveState)/$(prop chatrelayd.service SubState)" = active/running ] && [[ $st == serving:* ]]; then
+  pass "chatrelayd.service active/running, StatusText '$st'"
+else
+  fail "chatrelayd.service state: $(echo "$show" | tr '\n' ' ')"
+fi
+echo "---- systemctl status chatrelayd --no-pager"
+ctl status chatrelayd --no-pager 2>&1 || true
+echo "----"
+
+# ---- 2. reload while a stream runs -------------------------------------------------------
+echo "== 2. reload during a stream"
+pid1=$(prop chatrelayd.service MainPID)
+chat grok-slow "$work/r2" & bg=$!
+t=$(date +%s.%N)
+wait_stream || true
+rrc=0; rout=$(ctl reload chatrelayd 2>&1) || rrc=$?
+if [ $rrc -eq 0 ]; then pass "systemctl reload chatrelayd exited 0 with a stream in flight ($(elapsed "$t") s after the request)"
+else fail "systemctl reload chatrelayd exited $rrc: $rout"; fi
+wait $bg || true
+summary "$work/r2"
+if full_stream; then pass "the stream across the reload is intact ($(describe), $(elapsed "$t") s)"
+else fail "stream across the reload: $(describe); curl: $(head -c 300 "$work/r2.err")"; fi
+if journal_has 'configuration reloaded' -u chatrelayd -o cat; then
+  pass "journal: $(journal -u chatrelayd -o cat | grep 'configuration reloaded' | tail -1)"
+else fail "journal has no 'configuration reloaded'"; fi
+pid2=$(prop chatrelayd.service MainPID)
+[ "$pid1" = "$pid2" ] && [ "$pid2" != 0 ] && [ "$(prop chatrelayd.service ActiveState)" = active ] && pass "same MainPID $pid2 after the reload, StatusText '$(prop chatrelayd.service StatusText)'" \
+                      || fail "MainPID across the reload: $pid1 -> $pid2, $(prop chatrelayd.service ActiveState)"
+
+# ---- 3. watchdog -------------------------------------------------------------------------
+echo "== 3. watchdog"
+n0=$(prop chatrelayd.service NRestarts); old=$(prop chatrelayd.service MainPID)
+info "WatchdogUSec=$(prop chatrelayd.service WatchdogUSec) TimeoutAbortUSec=$(prop chatrelayd.service TimeoutAbortUSec) RestartUSec=$(prop chatrelayd.service RestartUSec) NRestarts=$n0 MainPID=$old"
+# healthy first: a few watchdog periods without a restart
+sleep 5
+n=$(prop chatrelayd.service NRestarts)
+a=$(prop chatrelayd.service ActiveState)/$(prop chatrelayd.service SubState)
+[ "$n" = "$n0" ] && [ "$a" = active/running ] && pass "no watchdog restart while healthy (5 s, NRestarts=$n)" \
+  || fail "while healthy: NRestarts $n0 -> $n, $a"
+t=$(date +%s.%N)
+ctl kill -s USR2 chatrelayd || true
+ok=no
+for _ in $(seq 120); do   # 30 s (WatchdogSec 4 + TimeoutAbortSec 10 + RestartSec 1 = 15 s expected at most)
+  n=$(prop chatrelayd.service NRestarts); p=$(prop chatrelayd.service MainPID)
+  a=$(prop chatrelayd.service ActiveState)/$(prop chatrelayd.service SubState)
+  if [ "$n" = $((n0 + 1)) ] && [ "$p" != "$old" ] && [ "$p" != 0 ] && [ "$a" = active/running ]; then ok=yes; break; fi
+  sleep 0.25
+done
+if [ $ok = yes ]; then pass "wedged daemon restarted by the watchdog after $(elapsed "$t") s: NRestarts $n0 -> $n, MainPID $old -> $p, $a"
+else fail "no watchdog restart within 30 s: NRestarts=$n MainPID=$p state=$a"; fi
+journal -u chatrelayd -o cat | grep -E 'test hook|health probe|Watchdog timeout|Program crashed|Backtrace took|timed out|Main process exited|Failed with result|Scheduled restart' \
+  | sed 's/^/      journal: /' || true
+if journal_has 'Watchdog timeout' -u chatrelayd -o cat; then pass "journal: systemd logged the watchdog timeout"
+else fail "journal has no 'Watchdog timeout'"; fi
+chat grok-4-fast "$work/r3" || true
+summary "$work/r3"
+if full_stream; then pass "the restarted daemon serves ($(describe))"
+else fail "request after the restart: $(describe); curl: $(head -c 300 "$work/r3.err")"; fi
+
+# ---- 4. stop while a stream runs ---------------------------------------------------------
+echo "== 4. stop during a stream"
+chat grok-slow "$work/r4" & bg=$!
+t=$(date +%s.%N)
+wait_stream || true
+src=0; sout=$(ctl stop chatrelayd 2>&1) || src=$?
+[ $src -eq 0 ] && pass "systemctl stop chatrelayd exited 0 after $(elapsed "$t") s" || fail "systemctl stop chatrelayd exited $src: $sout"
+wait $bg || true
+summary "$work/r4"
+if full_stream; then pass "the client got the whole stream during the stop ($(describe))"
+elif [ "$HTTP" = 200 ] && [ "$ERRS" -ge 1 ] && [[ $LAST == *'"error"'* ]]; then pass "the client got an error event at the end ($(describe))"
+else fail "stream during the stop was cut silently: $(describe); curl: $(head -c 300 "$work/r4.err")"; fi
+a=$(prop chatrelayd.service ActiveState); r=$(prop chatrelayd.service Result)
+[ "$a" = inactive ] && [ "$r" = success ] && pass "chatrelayd.service $a, Result=$r" || fail "after stop: ActiveState=$a Result=$r"
+if journal_has 'stopping:' -u chatrelayd -o cat; then pass "journal: $(journal -u chatrelayd -o cat | grep 'stopping:' | tail -1)"
+else fail "journal has no 'stopping:'"; fi
+if [ -n "$RID" ] && journal_has "\"REQUEST_ID\":\"$RID\"" -u chatrelayd -o json; then
+  m=$(journal -u chatrelayd -o json | grep -F "\"REQUEST_ID\":\"$RID\"" | grep -o '"MESSAGE":"[^"]*' | tail -1 || true)
+  if [[ $m == *'request completed'* ]]; then pass "journal: '${m#\"MESSAGE\":\"}' for request $RID"
+  else fail "journal entry for request $RID is not 'request completed': $m"; fi
+else fail "journal has no entry with REQUEST_ID=${RID:-none}"; fi
+
+# ---- 5. structured journal fields --------------------------------------------------------
+echo "== 5. journal fields"
+j=$(journal -u chatrelayd -o json "MESSAGE_ID=$MSGID" 2>&1 || true)
+total=$(printf '%s\n' "$j" | grep -c '^{' || true)
+with_id=$(printf '%s\n' "$j" | grep -c "\"MESSAGE_ID\":\"$MSGID\"" || true)
+good=$(printf '%s\n' "$j" | grep '"MODEL":"grok-4-fast"' | grep -c '"REQUEST_ID":"[^"]' || true)
+info "journalctl -u chatrelayd -o json MESSAGE_ID=$MSGID: $total entries, $with_id with that MESSAGE_ID, $good with MODEL=grok-4-fast and a REQUEST_ID"
+printf '%s\n' "$j" | grep '"MODEL":"grok-4-fast"' | tail -1 | sed -e 's/^{//' -e 's/}$//' -e 's/","/"\n"/g' \
+  | grep -E '^"([A-Z]|_SYSTEMD_UNIT"|_PID"|_UID")' | grep -v '^"SYSLOG_TIMESTAMP"' \
+  | sed 's/^/      /' || true
+if [ "$total" -ge 1 ] && [ "$total" = "$with_id" ] && [ "$good" -ge 1 ]; then
+  pass "request completed entries carry MESSAGE_ID, MODEL=grok-4-fast and REQUEST_ID ($good of $total)"
+else
+  fail "structured entries: $total returned, $with_id with MESSAGE_ID, $good with MODEL=grok-4-fast and REQUEST_ID"
+fi
+
+teardown
+# the host keeps nothing: the overlays are gone now, so this namespace shows the host's files
+if findmnt -n -t overlay /usr >/dev/null || findmnt -n -t overlay /etc >/dev/null; then
+  fail "the overlays over /usr and /etc are still mounted"
+else
+  after=$(host_state)
+  [ "$after" = "$CHATRELAYD_SYSTEST_HOST_BEFORE" ] \
+    && pass "host untouched: no chatrelay user, no /usr/bin/chatrelayd, /etc/chatrelayd, /var/lib/chatrelayd${after:+ (beyond what was there before)}" \
+    || fail "left on the host: $(echo $after)"
+fi
+exit 0
