@@ -99,10 +99,17 @@ struct GatewayProcessError: Error, CustomStringConvertible {
 }
 
 /// An `AF_UNIX` datagram socket standing in for systemd's notify socket.
+///
+/// A thread of its own reads every datagram as it arrives, the way systemd does: a notify
+/// socket nobody reads fills up after a few datagrams and then blocks the sender.
 final class DatagramListener: @unchecked Sendable {
     let path: String
     let fd: Int32
-    private(set) var received: [String] = []
+    private let condition = NSCondition()
+    private var datagrams: [String] = []
+    private var closed = false
+    /// How many datagrams the `waitFor`/`collect` calls have looked at.
+    private var consumed = 0
 
     init(path: String) throws {
         self.path = path
@@ -117,42 +124,66 @@ final class DatagramListener: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard bound == 0 else { throw GatewayProcessError("bind \(path): \(String(cString: strerror(errno)))") }
+        let fd = self.fd
+        Thread { [weak self] in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&descriptor, 1, 100)
+                guard let listener = self else { return }
+                if listener.isClosed { return }
+                guard ready > 0 else { continue }
+                let count = recv(fd, &buffer, buffer.count, 0)
+                guard count > 0 else { continue }
+                listener.append(String(decoding: buffer[..<count], as: UTF8.self))
+            }
+        }.start()
     }
 
     deinit {
+        self.condition.withLock { self.closed = true }
         close(self.fd)
         unlink(self.path)
     }
 
-    /// Blocks (use from a thread of its own) for `seconds`, returning every datagram.
-    func collect(for seconds: Double) throws -> [String] {
-        let deadline = Date().addingTimeInterval(seconds)
-        var collected: [String] = []
-        while deadline.timeIntervalSinceNow > 0 {
-            var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&descriptor, 1, Int32(max(1, deadline.timeIntervalSinceNow * 1000))) > 0 else { continue }
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let count = recv(self.fd, &buffer, buffer.count, 0)
-            if count > 0 { collected.append(String(decoding: buffer[..<count], as: UTF8.self)) }
+    private var isClosed: Bool { self.condition.withLock { self.closed } }
+
+    private func append(_ datagram: String) {
+        self.condition.withLock {
+            self.datagrams.append(datagram)
+            self.condition.broadcast()
         }
-        self.received += collected
-        return collected
     }
 
-    /// Blocks (use from a thread of its own) until a datagram containing `line` arrives.
+    /// Every datagram received so far.
+    var received: [String] { self.condition.withLock { self.datagrams } }
+
+    /// Blocks (use from a thread of its own) for `seconds`, returning the datagrams that
+    /// arrived meanwhile.
+    func collect(for seconds: Double) throws -> [String] {
+        let deadline = Date().addingTimeInterval(seconds)
+        return self.condition.withLock {
+            let start = self.datagrams.count
+            while Date() < deadline { _ = self.condition.wait(until: deadline) }
+            self.consumed = self.datagrams.count
+            return Array(self.datagrams[start...])
+        }
+    }
+
+    /// Blocks (use from a thread of its own) until a datagram not looked at before contains
+    /// the line `line`; false after `timeout` seconds.
     func waitFor(_ line: String, timeout seconds: Int32) throws -> Bool {
         let deadline = Date().addingTimeInterval(TimeInterval(seconds))
-        while Date() < deadline {
-            var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
-            let remaining = Int32(max(1, deadline.timeIntervalSinceNow * 1000))
-            guard poll(&descriptor, 1, remaining) > 0 else { continue }
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let count = recv(self.fd, &buffer, buffer.count, 0)
-            guard count > 0 else { continue }
-            let text = String(decoding: buffer[..<count], as: UTF8.self)
-            self.received.append(text)
-            if text.split(separator: "\n").contains(where: { $0 == line }) { return true }
+        return self.condition.withLock {
+            while true {
+                while self.consumed < self.datagrams.count {
+                    let datagram = self.datagrams[self.consumed]
+                    self.consumed += 1
+                    if datagram.split(separator: "\n").contains(where: { $0 == line }) { return true }
+                }
+                if Date() >= deadline { return false }
+                _ = self.condition.wait(until: deadline)
+            }
         }
-        return false
     }
 }

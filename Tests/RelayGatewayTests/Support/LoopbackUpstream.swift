@@ -73,6 +73,11 @@ final class LoopbackUpstream: Sendable {
         }
     }
 
+    /// How many times `name` has happened so far.
+    func count(_ name: String) -> Int {
+        self.history.withLock { $0.seen.filter { $0 == name }.count }
+    }
+
     private let history = Mutex<(seen: [String], waiters: [(String, CheckedContinuation<Bool, Never>)])>(([], []))
 
     private func publish(_ event: String) {
@@ -94,7 +99,42 @@ final class LoopbackUpstream: Sendable {
             self.seenAuthorization.withLock { $0.append(authorization) }
         }
         self.publish("request:\(model)")
+        if model.hasPrefix("loop-503x2-"), self.count("request:\(model)") <= 2 {
+            // Fails twice, then behaves like loop-seed.
+            try await Self.writeError(status: .serviceUnavailable, code: "overloaded", to: writer)
+            return
+        }
+        if model.hasPrefix("loop-503x2-") || model.hasPrefix("loop-seed-as-") {
+            try await Self.writeSeed(to: writer, gap: nil)
+            return
+        }
         switch model {
+        case "loop-503-always":
+            try await Self.writeError(status: .serviceUnavailable, code: "overloaded", to: writer)
+        case "loop-400":
+            try await Self.writeError(status: .badRequest, code: "invalid_value", to: writer)
+        case "loop-reset":
+            // Read the request, then drop the connection without a word.
+            try await channel.close()
+        case "loop-prefix-reset":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+            for _ in 0..<3 { try await bodyWriter.write(Self.chunk("{}")) }
+            try await channel.close()
+        case "loop-stall":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+            try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#))
+            do {
+                try await Task.sleep(for: .seconds(20))
+            } catch {
+                self.publish("cancelled:\(model)")
+            }
+            try await bodyWriter.finish(nil)
         case "loop-seed":
             let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
             var head = HTTPResponse(status: .ok)
@@ -160,6 +200,25 @@ final class LoopbackUpstream: Sendable {
         default:
             try await writer.writeResponse(HTTPResponse(status: .notFound))
         }
+    }
+
+    static func writeError(status: HTTPResponse.Status, code: String, to writer: consuming ResponseWriter) async throws {
+        var head = HTTPResponse(status: status)
+        head.headerFields[.contentType] = "application/json"
+        let answer = #"{"error":{"message":"loopback says \#(status.code)","type":"upstream","code":"\#(code)"}}"#
+        try await writer.write(response: head, body: ResponseBody(byteBuffer: ByteBuffer(string: answer)))
+    }
+
+    static func writeSeed(to writer: consuming ResponseWriter, gap: Duration?) async throws {
+        let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
+        var head = HTTPResponse(status: .ok)
+        head.headerFields[.contentType] = "text/event-stream"
+        var bodyWriter = try await writer.writeHead(head)
+        for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
+            try await bodyWriter.write(piece)
+            if let gap { try await Task.sleep(for: gap) }
+        }
+        try await bodyWriter.finish(nil)
     }
 
     static func chunk(_ delta: String, finish: String? = nil) -> ByteBuffer {

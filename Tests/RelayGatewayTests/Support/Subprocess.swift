@@ -8,32 +8,38 @@ struct ProcessResult: Sendable {
 }
 
 /// Runs a program to completion without blocking Swift's cooperative threads.
+///
+/// Output goes through temporary files, not pipes: tests start processes in parallel, and
+/// a pipe's write end inherited by an unrelated long-lived child (the daemon of another
+/// test) would keep the reader waiting for an end of file that never comes.
 func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil) async throws -> ProcessResult {
     try await onOwnThread {
+        let directory = try TestPaths.temporaryDirectory("process")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outputPath = directory + "/stdout"
+        let errorPath = directory + "/stderr"
+        let inputPath = directory + "/stdin"
+        for path in [outputPath, errorPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        _ = FileManager.default.createFile(atPath: inputPath, contents: input ?? Data())
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment { process.environment = environment }
-        let output = Pipe()
-        let error = Pipe()
-        let stdin = Pipe()
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        let error = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+        let stdin = try FileHandle(forReadingFrom: URL(fileURLWithPath: inputPath))
         process.standardOutput = output
         process.standardError = error
         process.standardInput = stdin
         try process.run()
-        if let input { stdin.fileHandleForWriting.write(input) }
-        try? stdin.fileHandleForWriting.close()
-        // Read both pipes to the end on separate threads so neither can fill up and stall the child.
-        let errorData = LockedData()
-        let errorReader = Thread { errorData.set(error.fileHandleForReading.readDataToEndOfFile()) }
-        errorReader.start()
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while !errorData.isSet { usleep(1000) }
+        try? output.close()
+        try? error.close()
+        try? stdin.close()
         return ProcessResult(
             status: process.terminationStatus,
-            standardOutput: String(decoding: outputData, as: UTF8.self),
-            standardError: String(decoding: errorData.value, as: UTF8.self)
+            standardOutput: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "",
+            standardError: (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
         )
     }
 }
@@ -50,12 +56,4 @@ func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async 
         }
         thread.start()
     }
-}
-
-private final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data: Data?
-    func set(_ data: Data) { self.lock.withLock { self.data = data } }
-    var isSet: Bool { self.lock.withLock { self.data != nil } }
-    var value: Data { self.lock.withLock { self.data ?? Data() } }
 }
