@@ -136,25 +136,10 @@ final class LoopbackUpstream: Sendable {
             }
             try await bodyWriter.finish(nil)
         case "loop-seed":
-            let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
-            var head = HTTPResponse(status: .ok)
-            head.headerFields[.contentType] = "text/event-stream"
-            var bodyWriter = try await writer.writeHead(head)
-            for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
-                try await bodyWriter.write(piece)
-            }
-            try await bodyWriter.finish(nil)
+            try await Self.writeSeed(to: writer, gap: nil)
         case "loop-seed-slow":
             // The seed again, 10 ms between events: a stream that lasts about 1.3 s.
-            let cassette = try Cassette(path: TestPaths.fixtureCassettes + "/seed-xai-grok-4-fast-keepalive.yaml")
-            var head = HTTPResponse(status: .ok)
-            head.headerFields[.contentType] = "text/event-stream"
-            var bodyWriter = try await writer.writeHead(head)
-            for piece in CassetteUpstream.eventPieces(of: ByteBuffer(string: cassette.interactions[0].responseBody)) {
-                try await bodyWriter.write(piece)
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            try await bodyWriter.finish(nil)
+            try await Self.writeSeed(to: writer, gap: .milliseconds(10))
         case "loop-json":
             var head = HTTPResponse(status: .ok)
             head.headerFields[.contentType] = "application/json"
