@@ -14,7 +14,7 @@ struct ChatRelayCommand: AsyncParsableCommand {
         commandName: "chatrelayd",
         abstract: "A local gateway for OpenAI-compatible chat completion streams, on a Unix socket.",
         version: Gateway.version,
-        subcommands: [Serve.self, CheckConfig.self, Reload.self],
+        subcommands: [Serve.self, CheckConfig.self, Reload.self, UsageCommand.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -82,7 +82,7 @@ struct CheckConfig: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
         do {
             let config = try ConfigLoader.load(path: self.path)
-            let gateway = try Gateway(config: config, logger: Logger(label: "check-config"))
+            let gateway = try Gateway(config: config, logger: Logger(label: "check-config"), checkOnly: true)
             await gateway.close()
             print("\(self.path): OK")
             print(gateway.currentRuntime.summary)
@@ -130,6 +130,43 @@ struct Reload: AsyncParsableCommand {
             throw exit
         } catch {
             FileHandle.standardError.write(Data("chatrelayd reload: cannot reach the daemon on \(path): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// `chatrelayd usage`: requests and tokens per caller or model over a period, from the usage ledger.
+struct UsageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "usage",
+        abstract: "Print requests and tokens per caller (user or unit) or per model, from the usage ledger.",
+        discussion: "Reads the ledger the configuration names (server.usage_ledger). The period is today (UTC, "
+            + "the day token budgets count) unless --day or --since says otherwise."
+    )
+
+    @Option(name: .long, help: "The daemon's configuration file (default: \(UsageReport.systemConfig)).")
+    var config: String?
+
+    @Option(name: .long, help: "The ledger to read, instead of the one the configuration names.")
+    var ledger: String?
+
+    @Option(name: .long, help: "The last DURATION (90m, 24h, 7d).")
+    var since: String?
+
+    @Option(name: .long, help: "One day, YYYY-MM-DD (UTC).")
+    var day: String?
+
+    @Option(name: .long, help: "Rows per caller, model, or caller,model.")
+    var by: String = "caller"
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        do {
+            print(try UsageReport.commandOutput(config: self.config, ledger: self.ledger, since: self.since, day: self.day, by: self.by, json: self.json))
+        } catch {
+            FileHandle.standardError.write(Data("chatrelayd usage: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

@@ -27,6 +27,30 @@ struct CommandLineTests {
         #expect(result.standardOutput.contains("pipeline:"))
     }
 
+    @Test("check-config writes nothing: the usage ledger and the state directory it names are not created")
+    func checkWritesNothing() async throws {
+        let directory = try TestPaths.temporaryDirectory("check-config-quiet")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/chatrelayd.yaml"
+        try """
+        server:
+          socket: \(directory)/gateway.sock
+          usage_ledger: \(directory)/ledger/usage.jsonl
+          state_directory: \(directory)/state
+        upstreams:
+          - name: recorded
+            kind: cassette
+            cassettes: [\(TestPaths.fixtureCassettes)]
+        models:
+          - name: grok-4-fast
+            upstream: recorded
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try await runProcess(TestPaths.chatrelayd, ["check-config", path])
+        #expect(result.status == 0, "\(result.standardError)")
+        let created = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(created == ["chatrelayd.yaml"], "check-config created \(created)")
+    }
+
     @Test("check-config rejects a bad file with a message that names the entry")
     func checkBadConfig() async throws {
         let directory = try TestPaths.temporaryDirectory("check-config")

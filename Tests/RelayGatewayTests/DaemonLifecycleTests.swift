@@ -68,7 +68,7 @@ struct DaemonLifecycleTests {
     func stopDrains() async throws {
         let upstream = try await LoopbackUpstream.start()
         defer { Task { await upstream.stop() } }
-        let gateway = try await GatewayProcess.start(config: Self.config(loopbackPort: upstream.port, drain: "4s"))
+        let gateway = try await GatewayProcess.start(config: Self.config(loopbackPort: upstream.port, drain: "12s"))
         let socket = gateway.socketPath
         async let short = curl(socket, "POST", "/v1/chat/completions", body: Self.streamBody("loop-seed-slow"))
         async let long = curl(socket, "POST", "/v1/chat/completions", body: Self.streamBody("loop-slow"))

@@ -133,13 +133,17 @@ install -m 0644 "$repo/systemd/chatrelayd.sysusers" /usr/lib/sysusers.d/chatrela
 install -m 0644 "$repo/systemd/chatrelayd.tmpfiles" /usr/lib/tmpfiles.d/chatrelayd.conf
 cat > /etc/chatrelayd/chatrelayd.yaml <<'YAML'
 # chatrelayd system test (Tests/system/run.sh): recorded streams, no API key
-server: {socket: /run/chatrelayd/gateway.sock, drain_timeout: 10s}
+server: {socket: /run/chatrelayd/gateway.sock, drain_timeout: 10s, usage_ledger: /var/lib/chatrelayd/usage.jsonl}
 upstreams:
   - {name: recorded, kind: cassette, cassettes: [/usr/share/chatrelayd/cassettes], pace: none}
   - {name: slow, kind: cassette, cassettes: [/usr/share/chatrelayd/cassettes], pace: 6s}
 models:
   - {name: grok-4-fast, upstream: recorded}
   - {name: grok-slow, upstream: slow, upstream_model: grok-4-fast}
+# section 6: services app-*.service may use grok-4-fast only; everyone else everything
+policy:
+  - {name: apps, unit: "app-*.service", models: [grok-4-fast]}
+  - {name: default}
 YAML
 chmod 0644 /etc/chatrelayd/chatrelayd.yaml
 # The unit names the Swift crash backtracer at /usr/libexec/swift/linux/ (packagers install
@@ -335,6 +339,66 @@ if [ "$total" -ge 1 ] && [ "$total" = "$with_id" ] && [ "$good" -ge 1 ]; then
 else
   fail "structured entries: $total returned, $with_id with MESSAGE_ID, $good with MODEL=grok-4-fast and REQUEST_ID"
 fi
+
+# ---- 6. callers: a service's unit, the policy, chatrelayd usage --------------------------
+# (issue 7) curl runs as user apptester in the service app-systest@MODEL.service (a template
+# unit added to the sandbox's unit folder; systemd-run would need D-Bus, which the sandbox has
+# not). The daemon reads the caller's unit from /proc/PID/cgroup (ProtectProc=default in the
+# unit), applies the policy rule 'apps' (app-*.service: grok-4-fast only), and writes the unit
+# into the ledger and the journal.
+echo "== 6. caller identity and policy for a service"
+useradd --system --no-create-home --shell /usr/sbin/nologin apptester  # in the /etc overlay only
+for m in grok-4-fast grok-slow; do
+  # shellcheck disable=SC2059
+  printf "$BODY" "$m" > "/etc/chatrelayd/systest-$m.json"
+done
+chmod 0644 /etc/chatrelayd/systest-*.json
+cat > "$units/app-systest@.service" <<'UNIT'
+# Tests/system/run.sh section 6: one chat request as user apptester from a service
+[Service]
+Type=oneshot
+User=apptester
+SupplementaryGroups=chatrelay
+StandardOutput=file:/run/app-systest-%i.out
+StandardError=file:/run/app-systest-%i.err
+ExecStart=/usr/bin/curl -sS -N -i --max-time 40 --unix-socket /run/chatrelayd/gateway.sock -H "Content-Type: application/json" --data-binary @/etc/chatrelayd/systest-%i.json http://localhost/v1/chat/completions
+UNIT
+ctl daemon-reload || true
+# app MODEL: one request from app-systest@MODEL.service; head and body in $work/app-MODEL.out
+app() {
+  ctl start "app-systest@$1.service" || true
+  inns cat "/run/app-systest-$1.out" > "$work/app-$1.out" 2>/dev/null || true
+}
+app grok-4-fast
+summary "$work/app-grok-4-fast.out"
+if full_stream; then pass "a request from app-systest@grok-4-fast.service (user apptester) got the whole stream ($(describe))"
+else fail "request from app-systest@grok-4-fast.service: $(describe); $(inns cat /run/app-systest-grok-4-fast.err 2>&1 | head -c 300)"; fi
+ledger=$(inns cat /var/lib/chatrelayd/usage.jsonl 2>&1 || true)
+line=$(printf '%s\n' "$ledger" | grep -F "\"request_id\":\"$RID\"" || true)
+if [[ $line == *'"unit":"app-systest@grok-4-fast.service"'* && $line == *'"user":"apptester"'* \
+   && $line == *'"key":"app-systest@grok-4-fast.service (apptester)"'* ]]; then
+  pass "usage record: $(printf '%s' "$line" | grep -o '"caller":{[^}]*}')"
+else fail "no usage record with the service's unit and user apptester for request ${RID:-none}: ${line:-$(printf '%s\n' "$ledger" | tail -2)}"; fi
+if [ -n "$RID" ] && journal_has "\"REQUEST_ID\":\"$RID\"" -u chatrelayd -o json "MESSAGE_ID=$MSGID"; then
+  e=$(journal -u chatrelayd -o json "MESSAGE_ID=$MSGID" | grep -F "\"REQUEST_ID\":\"$RID\"" | tail -1)
+  fields=$(printf '%s' "$e" | grep -oE '"(CALLER[A-Z_]*|POLICY_RULE)":"[^"]*"' | tr '\n' ' ')
+  if [[ $e == *'"CALLER_UNIT":"app-systest@grok-4-fast.service"'* && $e == *'"CALLER_USER":"apptester"'* && $e == *'"POLICY_RULE":"apps"'* ]]; then
+    pass "journal: $fields"
+  else fail "journal entry of request $RID lacks CALLER_UNIT/CALLER_USER/POLICY_RULE: $fields"; fi
+else fail "journal has no request completed entry for request ${RID:-none}"; fi
+app grok-slow
+summary "$work/app-grok-slow.out"
+if [ "$HTTP" = 403 ] && grep -q '"code":"permission_denied"' "$work/app-grok-slow.out"; then
+  pass "grok-slow from app-systest@grok-slow.service is refused: HTTP 403 $(tr -d '\r' < "$work/app-grok-slow.out" | tail -1 | cut -c1-200)"
+else fail "grok-slow from app-systest@grok-slow.service: $(describe)"; fi
+if journal_has "by rule 'apps'" -u chatrelayd -o cat; then pass "journal: $(journal -u chatrelayd -o cat | grep "by rule 'apps'" | tail -1)"
+else fail "journal has no denial by rule 'apps'"; fi
+uout=$(inns chatrelayd usage --config /etc/chatrelayd/chatrelayd.yaml 2>&1) && urc=0 || urc=$?
+printf '%s\n' "$uout" | sed 's/^/      /'
+if [ $urc -eq 0 ] && printf '%s\n' "$uout" | grep -E '^app-systest@grok-4-fast\.service \(apptester\) +1 +0 ' >/dev/null \
+   && printf '%s\n' "$uout" | grep -E '^app-systest@grok-slow\.service \(apptester\) +1 +1 ' >/dev/null; then
+  pass "chatrelayd usage lists both services by unit"
+else fail "chatrelayd usage (exit $urc) does not list app-systest@grok-4-fast.service and app-systest@grok-slow.service as expected"; fi
 
 teardown
 # the host keeps nothing: the overlays are gone now, so this namespace shows the host's files

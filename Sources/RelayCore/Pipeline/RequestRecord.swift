@@ -24,6 +24,8 @@ public struct UsageRecord: Sendable, Equatable {
     public var eventsSent = 0
     public var emptyChunksDropped = 0
     public var heartbeatsSent = 0
+    /// The moderation stage's verdicts other than pass (rule, action, where), in order.
+    public var moderation: [ModerationVerdict] = []
     /// Seconds from the request's arrival to the response head, the first content event and the end.
     public var timeToFirstByte: Double?
     public var timeToFirstContent: Double?

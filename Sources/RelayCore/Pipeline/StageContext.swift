@@ -15,6 +15,9 @@ public struct StageContext: Sendable {
     public var logger: Logger
     /// The request's usage record, shared by all stages and the server.
     public let record: RequestRecord
+    /// Where else the model may be served when `upstreamName` fails, in order (the retry
+    /// stage uses them; without it they are ignored).
+    public var fallbacks: [RouteTarget]
 
     public init(
         requestID: String,
@@ -22,7 +25,8 @@ public struct StageContext: Sendable {
         upstreamName: String,
         caller: CallerIdentity? = nil,
         logger: Logger,
-        record: RequestRecord
+        record: RequestRecord,
+        fallbacks: [RouteTarget] = []
     ) {
         self.requestID = requestID
         self.requestedModel = requestedModel
@@ -30,23 +34,19 @@ public struct StageContext: Sendable {
         self.caller = caller
         self.logger = logger
         self.record = record
+        self.fallbacks = fallbacks
     }
 }
 
-/// The local process on the other end of the Unix socket, from `SO_PEERCRED`.
-public struct CallerIdentity: Sendable, Equatable, CustomStringConvertible {
-    public var uid: UInt32
-    public var gid: UInt32
-    public var pid: Int32
-    /// The systemd unit the process runs in, from `/proc/PID/cgroup`, when readable.
-    public var unit: String?
+/// One place a model can be served: an upstream and the model name it knows.
+public struct RouteTarget: Sendable, Equatable, CustomStringConvertible {
+    public var upstream: String
+    public var model: String
 
-    public init(uid: UInt32, gid: UInt32, pid: Int32, unit: String? = nil) {
-        self.uid = uid
-        self.gid = gid
-        self.pid = pid
-        self.unit = unit
+    public init(upstream: String, model: String) {
+        self.upstream = upstream
+        self.model = model
     }
 
-    public var description: String { "uid=\(self.uid) gid=\(self.gid) pid=\(self.pid)" + (self.unit.map { " unit=\($0)" } ?? "") }
+    public var description: String { "\(self.upstream)/\(self.model)" }
 }

@@ -21,6 +21,9 @@ public struct StageRegistry: Sendable {
             return PassThroughStage()
         },
         "keepalive": { options in try KeepaliveStage(options: options) },
+        // `patterns` hooks only; the gateway's registry adds `command` and `http`.
+        "moderation": { options in try ModerationStage(options: options) },
+        "retry": { options in try RetryStage(options: options) },
         "usage": { options in
             try StageOptions(options, stage: "usage").finish()
             return UsageStage()

@@ -5,7 +5,7 @@ import Yams
 /// Reads, checks and explains configuration files.
 public enum ConfigLoader {
     /// Loads and validates the file at `path`; relative paths inside it become relative to its folder.
-    public static func load(path: String, registry: StageRegistry = .builtIn) throws(ConfigError) -> GatewayConfig {
+    public static func load(path: String, registry: StageRegistry = .gateway) throws(ConfigError) -> GatewayConfig {
         let url = URL(fileURLWithPath: path)
         let text: String
         do {
@@ -61,7 +61,7 @@ public enum ConfigLoader {
         """
 
     /// Parses and validates YAML text.
-    public static func parse(yaml: String, baseDirectory: String, registry: StageRegistry = .builtIn) throws(ConfigError) -> GatewayConfig {
+    public static func parse(yaml: String, baseDirectory: String, registry: StageRegistry = .gateway) throws(ConfigError) -> GatewayConfig {
         var config: GatewayConfig
         do {
             if yaml.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
@@ -119,6 +119,9 @@ public enum ConfigLoader {
                 guard !name.isEmpty else { throw ConfigError("\(place): a model name is empty") }
                 guard modelNames.insert(name).inserted else { throw ConfigError("\(place): model name '\(name)' is used twice") }
             }
+            for (index, fallback) in model.fallbacks.enumerated() where !upstreamNames.contains(fallback.upstream) {
+                throw ConfigError("\(place).fallbacks[\(index)]: upstream '\(fallback.upstream)' is not defined under 'upstreams'")
+            }
             if let pipeline = model.pipeline, config.pipelines[pipeline] == nil {
                 throw ConfigError("\(place): pipeline '\(pipeline)' is not defined under 'pipelines'")
             }
@@ -135,6 +138,7 @@ public enum ConfigLoader {
                 }
             }
         }
+        try self.validatePolicy(config)
     }
 
     static func describe(_ error: DecodingError) -> String {
@@ -167,9 +171,12 @@ extension GatewayConfig {
         }
         self.server.socket = resolve(self.server.socket)
         self.server.usageLedger = self.server.usageLedger.map(resolve)
+        self.server.stateDirectory = self.server.stateDirectory.map(resolve)
         for index in self.upstreams.indices {
             self.upstreams[index].cassettes = self.upstreams[index].cassettes.map(resolve)
             self.upstreams[index].apiKeyFile = self.upstreams[index].apiKeyFile.map(resolve)
         }
+        self.pipeline = self.pipeline.map { $0.resolvingPaths(resolve) }
+        self.pipelines = self.pipelines.mapValues { $0.map { $0.resolvingPaths(resolve) } }
     }
 }

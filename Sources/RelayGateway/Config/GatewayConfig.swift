@@ -14,19 +14,23 @@ public struct GatewayConfig: Sendable, Equatable {
     public var pipeline: [StageEntry]
     /// Named pipelines a model may choose instead of the default.
     public var pipelines: [String: [StageEntry]]
+    /// Who may use which model, first match wins (nil: every caller may use every model).
+    public var policy: [PolicyRule]?
 
     public init(
         server: ServerSettings = .init(),
         upstreams: [UpstreamSettings] = [],
         models: [ModelSettings] = [],
         pipeline: [StageEntry] = [StageEntry(stage: "passthrough")],
-        pipelines: [String: [StageEntry]] = [:]
+        pipelines: [String: [StageEntry]] = [:],
+        policy: [PolicyRule]? = nil
     ) {
         self.server = server
         self.upstreams = upstreams
         self.models = models
         self.pipeline = pipeline
         self.pipelines = pipelines
+        self.policy = policy
     }
 }
 
@@ -49,6 +53,9 @@ public struct ServerSettings: Sendable, Equatable, Codable {
     public var drainTimeout: ConfigDuration
     /// An append-only JSON-lines file with one usage record per request (off when nil).
     public var usageLedger: String?
+    /// Where state that outlives the process is kept (the callers' token spend). Nil:
+    /// `$STATE_DIRECTORY` when systemd sets it, else kept in memory only.
+    public var stateDirectory: String?
 
     public init(
         socket: String = "/run/chatrelayd/gateway.sock",
@@ -58,8 +65,10 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         maxResponseBody: ConfigByteSize = .init(bytes: 64 << 20),
         idleTimeout: ConfigDuration = .init(.seconds(120)),
         drainTimeout: ConfigDuration = .init(.seconds(20)),
-        usageLedger: String? = nil
+        usageLedger: String? = nil,
+        stateDirectory: String? = nil
     ) {
+        self.stateDirectory = stateDirectory
         self.socket = socket
         self.socketMode = socketMode
         self.maxRequestBody = maxRequestBody
@@ -73,7 +82,7 @@ public struct ServerSettings: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case socket, socketMode = "socket_mode", maxRequestBody = "max_request_body", maxEventSize = "max_event_size"
         case maxResponseBody = "max_response_body", idleTimeout = "idle_timeout", drainTimeout = "drain_timeout"
-        case usageLedger = "usage_ledger"
+        case usageLedger = "usage_ledger", stateDirectory = "state_directory"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -88,6 +97,7 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         self.idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? defaults.idleTimeout
         self.drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? defaults.drainTimeout
         self.usageLedger = try c.decodeIfPresent(String.self, forKey: .usageLedger)
+        self.stateDirectory = try c.decodeIfPresent(String.self, forKey: .stateDirectory)
     }
 }
 
@@ -114,6 +124,8 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
     /// Connections per host in the pool (each stream holds one for its whole life on HTTP/1.1).
     public var maxConnections: Int
     public var connectTimeout: ConfigDuration
+    /// No response head within this long counts as a failed attempt (retried by `retry`).
+    public var headTimeout: ConfigDuration
     /// No bytes from upstream for this long ends the stream. Generous: reasoning models go quiet.
     public var idleTimeout: ConfigDuration
     /// The whole request, first byte to last.
@@ -127,7 +139,7 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, kind, baseURL = "base_url", apiKeyEnv = "api_key_env", apiKeyFile = "api_key_file"
         case apiKeyCredential = "api_key_credential", headers, maxConnections = "max_connections"
-        case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", totalTimeout = "total_timeout"
+        case connectTimeout = "connect_timeout", headTimeout = "head_timeout", idleTimeout = "idle_timeout", totalTimeout = "total_timeout"
         case cassettes, pace
     }
 
@@ -141,6 +153,7 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
         headers: [String: String] = [:],
         maxConnections: Int = 1024,
         connectTimeout: ConfigDuration = .init(.seconds(10)),
+        headTimeout: ConfigDuration = .init(.seconds(60)),
         idleTimeout: ConfigDuration = .init(.seconds(300)),
         totalTimeout: ConfigDuration = .init(.seconds(3600)),
         cassettes: [String] = [],
@@ -155,6 +168,7 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
         self.headers = headers
         self.maxConnections = maxConnections
         self.connectTimeout = connectTimeout
+        self.headTimeout = headTimeout
         self.idleTimeout = idleTimeout
         self.totalTimeout = totalTimeout
         self.cassettes = cassettes
@@ -179,6 +193,7 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
             headers: try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:],
             maxConnections: try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? d.maxConnections,
             connectTimeout: try c.decodeIfPresent(ConfigDuration.self, forKey: .connectTimeout) ?? d.connectTimeout,
+            headTimeout: try c.decodeIfPresent(ConfigDuration.self, forKey: .headTimeout) ?? d.headTimeout,
             idleTimeout: try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? d.idleTimeout,
             totalTimeout: try c.decodeIfPresent(ConfigDuration.self, forKey: .totalTimeout) ?? d.totalTimeout,
             cassettes: try c.decodeIfPresent([String].self, forKey: .cassettes) ?? [],
@@ -202,9 +217,11 @@ public struct ModelSettings: Sendable, Equatable, Codable {
     public var stripPrefix: Bool
     /// A named pipeline from `pipelines:` instead of the default one.
     public var pipeline: String?
+    /// Where to go, in order, when the upstream fails (used by the `retry` stage).
+    public var fallbacks: [FallbackSettings]
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, prefix, aliases, upstream, upstreamModel = "upstream_model", stripPrefix = "strip_prefix", pipeline
+        case name, prefix, aliases, upstream, upstreamModel = "upstream_model", stripPrefix = "strip_prefix", pipeline, fallbacks
     }
 
     public init(
@@ -214,7 +231,8 @@ public struct ModelSettings: Sendable, Equatable, Codable {
         upstream: String,
         upstreamModel: String? = nil,
         stripPrefix: Bool = false,
-        pipeline: String? = nil
+        pipeline: String? = nil,
+        fallbacks: [FallbackSettings] = []
     ) {
         self.name = name
         self.prefix = prefix
@@ -223,6 +241,7 @@ public struct ModelSettings: Sendable, Equatable, Codable {
         self.upstreamModel = upstreamModel
         self.stripPrefix = stripPrefix
         self.pipeline = pipeline
+        self.fallbacks = fallbacks
     }
 
     public init(from decoder: any Decoder) throws {
@@ -235,8 +254,28 @@ public struct ModelSettings: Sendable, Equatable, Codable {
             upstream: try c.decode(String.self, forKey: .upstream),
             upstreamModel: try c.decodeIfPresent(String.self, forKey: .upstreamModel),
             stripPrefix: try c.decodeIfPresent(Bool.self, forKey: .stripPrefix) ?? false,
-            pipeline: try c.decodeIfPresent(String.self, forKey: .pipeline)
+            pipeline: try c.decodeIfPresent(String.self, forKey: .pipeline),
+            fallbacks: try c.decodeIfPresent([FallbackSettings].self, forKey: .fallbacks) ?? []
         )
+    }
+}
+
+/// An alternative for a model: another upstream, and the model name it knows (default: the same).
+public struct FallbackSettings: Sendable, Equatable, Codable {
+    public var upstream: String
+    public var model: String?
+
+    public init(upstream: String, model: String? = nil) {
+        self.upstream = upstream
+        self.model = model
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case upstream, model }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.rawValue))
+        self.init(upstream: try c.decode(String.self, forKey: .upstream), model: try c.decodeIfPresent(String.self, forKey: .model))
     }
 }
 
@@ -276,7 +315,7 @@ extension StageEntry: Codable {
 
 extension GatewayConfig: Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case server, upstreams, models, pipeline, pipelines
+        case server, upstreams, models, pipeline, pipelines, policy
     }
 
     public init(from decoder: any Decoder) throws {
@@ -287,13 +326,14 @@ extension GatewayConfig: Codable {
             upstreams: try c.decodeIfPresent([UpstreamSettings].self, forKey: .upstreams) ?? [],
             models: try c.decodeIfPresent([ModelSettings].self, forKey: .models) ?? [],
             pipeline: try c.decodeIfPresent([StageEntry].self, forKey: .pipeline) ?? [StageEntry(stage: "passthrough")],
-            pipelines: try c.decodeIfPresent([String: [StageEntry]].self, forKey: .pipelines) ?? [:]
+            pipelines: try c.decodeIfPresent([String: [StageEntry]].self, forKey: .pipelines) ?? [:],
+            policy: try c.decodeIfPresent([PolicyRule].self, forKey: .policy)
         )
     }
 }
 
 /// Makes a typo in a key an error instead of a silently ignored setting.
-private func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
+func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
     let all = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
     let unknown = all.filter { !known.contains($0) }
     guard unknown.isEmpty else {

@@ -8,6 +8,8 @@ public struct ModelRoute: Sendable {
     public var upstreamModel: String
     /// The pipeline folded around the upstream, ready to call.
     public var handler: ChatHandler
+    /// Where else to go when the upstream fails (the retry stage's business).
+    public var fallbacks: [RouteTarget]
 }
 
 /// Maps the model names clients ask for onto routes: exact names and aliases first, then
@@ -39,14 +41,18 @@ public struct ModelRouter: Sendable {
     public func route(for model: String) -> ModelRoute? {
         if let (settings, handler) = self.exact[model] {
             let upstreamModel = settings.upstreamModel ?? settings.name ?? model
-            return ModelRoute(upstreamName: settings.upstream, upstreamModel: upstreamModel, handler: handler)
+            return ModelRoute(upstreamName: settings.upstream, upstreamModel: upstreamModel, handler: handler, fallbacks: Self.fallbacks(settings, upstreamModel))
         }
         for (settings, handler) in self.prefixes {
             guard let prefix = settings.prefix, model.hasPrefix(prefix) else { continue }
             let upstreamModel = settings.stripPrefix ? String(model.dropFirst(prefix.count)) : model
             guard !upstreamModel.isEmpty else { continue }
-            return ModelRoute(upstreamName: settings.upstream, upstreamModel: upstreamModel, handler: handler)
+            return ModelRoute(upstreamName: settings.upstream, upstreamModel: upstreamModel, handler: handler, fallbacks: Self.fallbacks(settings, upstreamModel))
         }
         return nil
+    }
+
+    private static func fallbacks(_ settings: ModelSettings, _ upstreamModel: String) -> [RouteTarget] {
+        settings.fallbacks.map { RouteTarget(upstream: $0.upstream, model: $0.model ?? upstreamModel) }
     }
 }

@@ -30,11 +30,7 @@ struct ChatExchange {
         let requestID = Self.makeRequestID()
         var logger = self.gateway.logger
         logger[metadataKey: "request_id"] = .string(requestID)
-        if let caller {
-            logger[metadataKey: "caller_uid"] = .stringConvertible(caller.uid)
-            logger[metadataKey: "caller_pid"] = .stringConvertible(caller.pid)
-            if let unit = caller.unit { logger[metadataKey: "caller_unit"] = .string(unit) }
-        }
+        if let caller { logger.annotate(caller: caller) }
         let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
         self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
         do {
@@ -74,6 +70,7 @@ struct ChatExchange {
         }
         Self.log(finished, logger: logger)
         runtime.ledger?.append(finished)
+        self.gateway.callerGate.finish(finished)
         let modelLabel = runtime.router.route(for: finished.requestedModel) == nil ? "unknown" : HTTPRequestHandler.printable(finished.requestedModel, limit: 64)
         self.gateway.metrics.record(finished, modelLabel: modelLabel)
     }
@@ -103,6 +100,10 @@ struct ChatExchange {
             $0.upstream = route.upstreamName
             $0.stream = chat.stream
         }
+        // The policy: may this caller use this model, now? (Released in `complete`.)
+        try self.gateway.callerGate.admit(
+            model: chat.model, caller: record.snapshot.caller, requestID: record.snapshot.requestID, config: runtime.config, logger: &logger
+        )
         chat.setUpstreamModel(route.upstreamModel)
         let context = StageContext(
             requestID: record.snapshot.requestID,
@@ -110,7 +111,8 @@ struct ChatExchange {
             upstreamName: route.upstreamName,
             caller: record.snapshot.caller,
             logger: logger,
-            record: record
+            record: record,
+            fallbacks: route.fallbacks
         )
         let response: ChatResponse
         do {
@@ -144,6 +146,7 @@ struct ChatExchange {
         head.headerFields = response.headerFields
         head.headerFields[.contentLength] = String(body.readableBytes)
         head.headerFields[Self.requestIDField] = record.snapshot.requestID
+        head.headerFields[Self.upstreamField] = record.snapshot.upstream
         if response.status.kind == .successful, let json = try? JSONValue(parsing: body.readableBytesView) {
             record.update {
                 $0.servedModel = json["model"]?.stringValue
@@ -184,6 +187,7 @@ struct ChatExchange {
         head.headerFields[.contentType] = "text/event-stream; charset=utf-8"
         head.headerFields[.cacheControl] = "no-cache"
         head.headerFields[Self.requestIDField] = record.snapshot.requestID
+        head.headerFields[Self.upstreamField] = record.snapshot.upstream
         guard let writer = slot.take() else { return }
         var bodyWriter = try await writer.writeHead(head)
         record.update {
@@ -241,6 +245,8 @@ struct ChatExchange {
     }
 
     static let requestIDField = HTTPField.Name("x-request-id")!
+    /// Which upstream served the response (after retries and fallbacks).
+    static let upstreamField = HTTPField.Name("x-chatrelay-upstream")!
 
     static func makeRequestID() -> String {
         var generator = SystemRandomNumberGenerator()
@@ -266,6 +272,7 @@ struct ChatExchange {
         if let ttfb = record.timeToFirstByte { metadata["ttfb_ms"] = .string(String(format: "%.1f", ttfb * 1000)) }
         if let ttfc = record.timeToFirstContent { metadata["ttfc_ms"] = .string(String(format: "%.1f", ttfc * 1000)) }
         if record.clientDisconnected { metadata["client_disconnected"] = "true" }
+        if !record.moderation.isEmpty { metadata["moderation"] = .string(record.moderation.map(\.summary).joined(separator: "; ")) }
         let tokens = record.tokens
         for (key, value) in [("prompt_tokens", tokens.prompt), ("completion_tokens", tokens.completion), ("reasoning_tokens", tokens.reasoning),
                              ("cached_prompt_tokens", tokens.cachedPrompt), ("total_tokens", tokens.total)] {

@@ -22,7 +22,7 @@ public final class Gateway: Service, Sendable {
 
     private let runtime: Mutex<GatewayRuntime>
     private let reloadLock = Mutex(())
-    private let httpClient: HTTPClient
+    private let clients: UpstreamClients
     private let eventLoopGroup: MultiThreadedEventLoopGroup
     private let registry: StageRegistry
     /// The file the configuration came from; nil for the built-in default.
@@ -33,47 +33,41 @@ public final class Gateway: Service, Sendable {
     let startedAt = ContinuousClock.now
     let drain = DrainSignal()
     let notifier = SystemdNotifier()
+    /// The caller policy's counts and token budgets, kept across reloads.
+    let callerGate: CallerGate
     private let readiness: (stream: AsyncStream<String>, continuation: AsyncStream<String>.Continuation)
 
     /// Builds the gateway for `config`; throws when the configuration cannot be served.
+    /// With `checkOnly` (for `check-config`) it writes nothing: the usage ledger stays closed.
     public init(
         config: GatewayConfig,
         configPath: String? = nil,
         logger: Logger,
         eventLoopGroup: MultiThreadedEventLoopGroup = .singleton,
-        registry: StageRegistry = .builtIn
+        registry: StageRegistry = .gateway,
+        checkOnly: Bool = false
     ) throws(ConfigError) {
-        var clientConfiguration = HTTPClient.Configuration()
-        clientConfiguration.timeout = .init(connect: .seconds(10), read: .minutes(5))
-        let largestPool = config.upstreams.map(\.maxConnections).max() ?? 8
-        // AsyncHTTPClient's default of 8 connections per host would queue the 9th stream.
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: largestPool)
-        if let upstream = config.upstreams.first(where: { $0.kind == .openAICompatible }) {
-            clientConfiguration.timeout = .init(
-                connect: .milliseconds(Int64(upstream.connectTimeout.seconds * 1000)),
-                read: .milliseconds(Int64(upstream.idleTimeout.seconds * 1000))
-            )
-        }
-        let client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration, backgroundActivityLogger: logger)
+        let clients = UpstreamClients(eventLoopGroup: eventLoopGroup)
         let runtime: GatewayRuntime
         do {
-            runtime = try GatewayRuntime(config: config, httpClient: client, registry: registry)
+            runtime = try GatewayRuntime(config: config, clients: clients, registry: registry, opensLedger: !checkOnly)
         } catch {
-            try? client.syncShutdown()
+            Task { await clients.shutdown() }
             throw error
         }
         self.runtime = Mutex(runtime)
-        self.httpClient = client
+        self.clients = clients
         self.eventLoopGroup = eventLoopGroup
         self.registry = registry
         self.configPath = configPath
         self.logger = logger
+        self.callerGate = CallerGate(config: config, logger: logger)
         self.readiness = AsyncStream.makeStream()
     }
 
     /// Releases what the gateway holds without running it (for `check-config`).
     public func close() async {
-        try? await self.httpClient.shutdown()
+        await self.clients.shutdown()
     }
 
     /// The configuration generation new requests use.
@@ -107,12 +101,14 @@ public final class Gateway: Service, Sendable {
                 onShutdownRequested: { self.beginDrain(after: settings.drainTimeout) }
             )
         } catch {
-            try? await self.httpClient.shutdown()
+            await self.clients.shutdown()
             self.readiness.continuation.finish()
             throw error
         }
-        try? await self.httpClient.shutdown()
+        await self.clients.shutdown()
+        self.callerGate.flush()
         self.readiness.continuation.finish()
+        self.flushNotifications()
         self.logger.info("chatrelayd stopped", metadata: ["message_id": .string(LogMessageID.stopped)])
     }
 
@@ -176,7 +172,7 @@ public final class Gateway: Service, Sendable {
                 } else {
                     config = ConfigLoader.builtInDefault()
                 }
-                let next = try GatewayRuntime(config: config, httpClient: self.httpClient, registry: self.registry)
+                let next = try GatewayRuntime(config: config, clients: self.clients, registry: self.registry)
                 self.runtime.withLock { $0 = next }
                 let generation = self.statistics.generation.add(1, ordering: .relaxed).newValue
                 self.statistics.setReloadError(nil)
@@ -211,13 +207,26 @@ public final class Gateway: Service, Sendable {
         return line
     }
 
-    func notify(_ body: (SystemdNotifier) throws -> Void) {
-        do {
-            try body(self.notifier)
-        } catch {
-            self.logger.warning("sd_notify failed: \(error)")
+    /// Sends to systemd from a serial queue of its own, in order: `sd_notify` blocks while
+    /// the notify socket is full, and that must never stall the event loops or the task pool.
+    func notify(_ body: @escaping @Sendable (SystemdNotifier) throws -> Void) {
+        let notifier = self.notifier
+        let logger = self.logger
+        Self.notifyQueue.async {
+            do {
+                try body(notifier)
+            } catch {
+                logger.warning("sd_notify failed: \(error)")
+            }
         }
     }
+
+    /// Waits until every notification queued so far has been sent (at exit).
+    func flushNotifications() {
+        Self.notifyQueue.sync {}
+    }
+
+    private static let notifyQueue = DispatchQueue(label: "chatrelayd.sd-notify")
 }
 
 /// Counters and states for `/healthz` and the STATUS line.

@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-public import RelayCore
+import RelayCore
 
 /// One generation of configuration, built whole: the router with a pipeline folded around
 /// each upstream. Requests take the generation current when they arrive and keep it to the
@@ -13,11 +13,12 @@ public struct GatewayRuntime: Sendable {
     /// Where usage records are appended, when configured.
     let ledger: UsageLedger?
 
-    public init(
+    init(
         config: GatewayConfig,
-        httpClient: HTTPClient,
-        registry: StageRegistry = .builtIn,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        clients: UpstreamClients,
+        registry: StageRegistry = .gateway,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        opensLedger: Bool = true
     ) throws(ConfigError) {
         var upstreams: [String: any ChatUpstream] = [:]
         for settings in config.upstreams {
@@ -27,7 +28,7 @@ public struct GatewayRuntime: Sendable {
             case .openAICompatible:
                 upstreams[settings.name] = OpenAICompatibleUpstream(
                     settings: settings,
-                    client: httpClient,
+                    client: clients.client(for: settings),
                     apiKey: APIKeySource.resolve(settings, environment: environment),
                     maximumEventSize: config.server.maxEventSize.bytes,
                     maximumBodySize: config.server.maxResponseBody.bytes
@@ -38,22 +39,31 @@ public struct GatewayRuntime: Sendable {
             Pipeline(stages: try entries.map { try registry.makeStage(named: $0.stage, options: $0.options) })
         }
         do {
-            let defaultPipeline = try makePipeline(config.pipeline)
-            var named: [String: Pipeline] = [:]
-            for (name, entries) in config.pipelines { named[name] = try makePipeline(entries) }
+            // The pipeline ends at whichever upstream the context names: the model's own, or a
+            // fallback the retry stage switched to.
+            let upstreamsByName = upstreams
+            let terminal: ChatHandler = { request, context in
+                guard let upstream = upstreamsByName[context.upstreamName] else {
+                    throw RelayError.internalError("Upstream '\(context.upstreamName)' is not configured.")
+                }
+                return try await upstream.send(request, context: context)
+            }
+            let defaultHandler = try makePipeline(config.pipeline).handler(around: terminal)
+            var named: [String: ChatHandler] = [:]
+            for (name, entries) in config.pipelines { named[name] = try makePipeline(entries).handler(around: terminal) }
             self.router = try ModelRouter(models: config.models) { model in
-                guard let upstream = upstreams[model.upstream] else {
+                guard upstreams[model.upstream] != nil else {
                     throw ConfigError("upstream '\(model.upstream)' is not defined")
                 }
-                let pipeline = model.pipeline.flatMap { named[$0] } ?? defaultPipeline
-                return pipeline.handler { request, context in try await upstream.send(request, context: context) }
+                return model.pipeline.flatMap { named[$0] } ?? defaultHandler
             }
         } catch let error as ConfigError {
             throw error
         } catch {
             throw ConfigError("\(error)")
         }
-        self.ledger = try config.server.usageLedger.map { path throws(ConfigError) in try UsageLedger(path: path) }
+        // `check-config` validates without creating or touching the ledger file.
+        self.ledger = opensLedger ? try config.server.usageLedger.map { path throws(ConfigError) in try UsageLedger(path: path) } : nil
         self.config = config
         self.createdAt = Int(Date().timeIntervalSince1970)
     }
@@ -81,6 +91,7 @@ public struct GatewayRuntime: Sendable {
         for (name, entries) in self.config.pipelines.sorted(by: { $0.key < $1.key }) {
             lines.append("pipeline \(name): " + entries.map(\.stage).joined(separator: " -> ") + " -> upstream")
         }
+        lines += self.config.policy.map { $0.map(\.summary) } ?? ["policy: none (every caller may use every model)"]
         return lines.joined(separator: "\n")
     }
 }

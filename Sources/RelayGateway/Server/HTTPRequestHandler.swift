@@ -38,7 +38,7 @@ struct HTTPRequestHandler: Sendable {
         case "/healthz":
             try await Self.write(json: self.health(), to: writer)
         case "/v1/models":
-            try await Self.write(json: self.modelList(), to: writer)
+            try await Self.write(json: self.modelList(for: await PeerCredentials.read(from: channel)), to: writer)
         case "/metrics":
             let body = self.gateway.metrics.exposition(
                 activeStreams: self.gateway.statistics.activeStreams.load(ordering: .relaxed),

@@ -18,7 +18,20 @@ enum PeerCredentials {
         var gid: UInt32 = 0
     }
 
+    /// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups when it connected.
+    static let soPeerGroups: Int32 = 59
+    /// `SO_PEERPIDFD` (Linux 6.5): a pidfd for the peer, which pins its pid against reuse.
+    static let soPeerPidfd: Int32 = 77
+
+    /// The caller on `channel`: read at the connection's first request, then kept until it closes.
     static func read(from channel: any Channel) async -> CallerIdentity? {
+        if let known = ConnectionIdentityCache.shared.identity(of: channel) { return known }
+        guard let identity = await self.readFromKernel(channel) else { return nil }
+        ConnectionIdentityCache.shared.remember(identity, for: channel)
+        return identity
+    }
+
+    private static func readFromKernel(_ channel: any Channel) async -> CallerIdentity? {
         guard let provider = channel as? any SocketOptionProvider else { return nil }
         let credentials: KernelPeerCredentials
         do {
@@ -29,26 +42,71 @@ enum PeerCredentials {
         } catch {
             return nil
         }
-        return CallerIdentity(
-            uid: credentials.uid,
-            gid: credentials.gid,
-            pid: credentials.pid,
-            unit: Self.systemdUnit(pid: credentials.pid)
-        )
+        let groups = await self.peerGroups(provider)
+        let pidfd: Int32? = try? await provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET),
+            name: SocketOptionName(Self.soPeerPidfd)
+        ).get()
+        return CallerIdentityReader.identity(uid: credentials.uid, gid: credentials.gid, pid: credentials.pid, groups: groups, pidfd: pidfd)
     }
 
-    /// The systemd unit (`*.service` or `*.scope`) a process runs in, from `/proc/PID/cgroup`.
-    static func systemdUnit(pid: Int32) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
-        return self.systemdUnit(cgroupFile: text)
+    /// Room for this many supplementary groups in one `SO_PEERGROUPS` read (more: `/proc` is asked).
+    struct PeerGroupBuffer: Sendable {
+        var gids = InlineArray<256, UInt32>(repeating: 0)
     }
 
-    /// Reads the unified (`0::`) or the v1 `name=systemd` hierarchy and takes the innermost unit.
-    static func systemdUnit(cgroupFile: String) -> String? {
+    /// A zero-length buffer: `SO_PEERGROUPS` succeeds into it only when there are no groups.
+    struct NoRoom: Sendable {}
+
+    /// The peer's supplementary groups from `SO_PEERGROUPS`, nil when the kernel cannot say.
+    ///
+    /// NIO's option reader hides the length the kernel wrote, so the list is read from a
+    /// zeroed buffer: the kernel keeps groups sorted, so only padding follows the last
+    /// non-zero id, and a first read into no room tells an empty list from `[0]`.
+    private static func peerGroups(_ provider: any SocketOptionProvider) async -> [UInt32]? {
+        let level = SocketOptionLevel(SOL_SOCKET)
+        let name = SocketOptionName(Self.soPeerGroups)
+        do {
+            let _: NoRoom = try await provider.unsafeGetSocketOption(level: level, name: name).get()
+            return []
+        } catch let error as IOError where error.errnoCode == ERANGE {
+            // there is at least one group
+        } catch {
+            return nil
+        }
+        guard let buffer: PeerGroupBuffer = try? await provider.unsafeGetSocketOption(level: level, name: name).get() else {
+            return nil  // more groups than the buffer holds
+        }
+        return Self.decodePeerGroups(buffer.gids)
+    }
+
+    static func decodePeerGroups(_ gids: InlineArray<256, UInt32>) -> [UInt32] {
+        var last = -1
+        for index in gids.indices where gids[index] != 0 { last = index }
+        guard last >= 0 else { return [0] }
+        return (0...last).map { gids[$0] }
+    }
+
+    /// The systemd units (`*.service` or `*.scope`) a process runs in, from `/proc/PID/cgroup`.
+    static func systemdUnits(pid: Int32) -> (unit: String?, userUnit: String?) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return (nil, nil) }
+        return self.systemdUnits(cgroupFile: text)
+    }
+
+    /// Reads the unified (`0::`) or the v1 `name=systemd` hierarchy the way journald fills
+    /// `_SYSTEMD_UNIT` and `_SYSTEMD_USER_UNIT`: the first unit below the slices is the
+    /// system unit (a delegated service's own sub-cgroups do not count); inside a user's
+    /// service manager (`user@UID.service`), the next unit is the user unit.
+    static func systemdUnits(cgroupFile: String) -> (unit: String?, userUnit: String?) {
         let lines = cgroupFile.split(separator: "\n")
         let path = lines.first { $0.hasPrefix("0::") }.map { String($0.dropFirst(3)) }
             ?? lines.first { $0.contains(":name=systemd:") }.flatMap { $0.split(separator: ":", maxSplits: 2).last.map(String.init) }
-        guard let path else { return nil }
-        return path.split(separator: "/").reversed().first { $0.hasSuffix(".service") || $0.hasSuffix(".scope") }.map(String.init)
+        guard let path else { return (nil, nil) }
+        let units = path.split(separator: "/").filter { !$0.hasSuffix(".slice") }
+        guard let first = units.first, first.hasSuffix(".service") || first.hasSuffix(".scope") else { return (nil, nil) }
+        let unit = String(first)
+        guard unit.hasPrefix("user@"), unit.hasSuffix(".service") else { return (unit, nil) }
+        let inner = units.dropFirst().first.map(String.init)
+        return (unit, inner.flatMap { $0.hasSuffix(".service") || $0.hasSuffix(".scope") ? $0 : nil })
     }
 }

@@ -18,6 +18,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     private let headers: HTTPHeaders
     private let client: HTTPClient
     private let totalTimeout: Duration
+    private let headTimeout: Duration
     private let idleTimeout: Duration
     private let maximumEventSize: Int
     private let maximumBodySize: Int
@@ -52,6 +53,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         self.headers = headers
         self.client = client
         self.totalTimeout = settings.totalTimeout.duration
+        self.headTimeout = settings.headTimeout.duration
         self.idleTimeout = settings.idleTimeout.duration
         self.maximumEventSize = maximumEventSize
         self.maximumBodySize = maximumBodySize
@@ -75,13 +77,29 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         let upstreamName = self.name
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         let response: HTTPClientResponse
+        let client = self.client
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(self.totalTimeout.components.seconds) * 1_000_000_000)
+        let headTimeout = self.headTimeout
+        let logger = context.logger
+        let finished = outgoing
         do {
-            response = try await self.client.execute(
-                outgoing,
-                deadline: .now() + .nanoseconds(Int64(self.totalTimeout.components.seconds) * 1_000_000_000),
-                logger: context.logger
-            )
+            // The head must come within head_timeout; the body then has the idle and total timeouts.
+            response = try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
+                group.addTask { try await client.execute(finished, deadline: deadline, logger: logger) }
+                group.addTask {
+                    try await Task.sleep(for: headTimeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let response = first else {
+                    throw RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(headTimeout).")
+                }
+                return response
+            }
+        } catch let error as RelayError {
+            throw error
         } catch {
+            if Task.isCancelled { throw CancellationError() }
             throw mapError(error)
         }
         var passthrough = HTTPFields()

@@ -59,6 +59,7 @@ final class UsageLedger: Sendable {
             "events_sent": .number(Double(record.eventsSent)),
             "empty_chunks_dropped": .number(Double(record.emptyChunksDropped)),
             "heartbeats_sent": .number(Double(record.heartbeatsSent)),
+            "moderation": .array(record.moderation.map(\.json)),
             "ttfb_ms": milliseconds(record.timeToFirstByte),
             "ttfc_ms": milliseconds(record.timeToFirstContent),
             "total_ms": milliseconds(record.totalTime),
@@ -67,6 +68,11 @@ final class UsageLedger: Sendable {
             object["caller"] = [
                 "uid": .number(Double(caller.uid)), "gid": .number(Double(caller.gid)), "pid": .number(Double(caller.pid)),
                 "unit": caller.unit.map { .string($0) } ?? .null,
+                "user_unit": caller.userUnit.map { .string($0) } ?? .null,
+                "user": caller.user.map { .string($0) } ?? .null,
+                "group": caller.group.map { .string($0) } ?? .null,
+                "groups": .array(caller.supplementaryGroups.map { .string($0.description) }),
+                "key": .string(caller.key),
             ]
         } else {
             object["caller"] = .null

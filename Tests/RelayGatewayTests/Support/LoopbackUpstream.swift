@@ -138,7 +138,8 @@ final class LoopbackUpstream: Sendable {
         case "loop-seed":
             try await Self.writeSeed(to: writer, gap: nil)
         case "loop-seed-slow":
-            // The seed again, 10 ms between events: a stream that lasts about 1.3 s.
+            // The seed again, 10 ms between events: a stream that lasts about 1.3 s (longer on a
+            // loaded machine; the drain test gives it 12 s).
             try await Self.writeSeed(to: writer, gap: .milliseconds(10))
         case "loop-json":
             var head = HTTPResponse(status: .ok)
