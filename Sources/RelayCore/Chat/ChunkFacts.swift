@@ -40,6 +40,22 @@ public struct ChunkFacts: Sendable, Equatable {
     /// Choice members besides `delta` that carry nothing on their own.
     static let choiceEnvelopeKeys: Set<String> = ["index", "delta", "finish_reason", "native_finish_reason", "logprobs"]
 
+    /// The facts of a chunk with nothing in it, for ``ChunkScanner`` to fill in.
+    init() {
+        self.carriesContent = false
+        self.carriesPayload = false
+        self.hasRole = false
+        self.finishReason = nil
+        self.usage = nil
+        self.hasNoChoices = false
+        self.model = nil
+        self.id = nil
+        self.created = nil
+        self.contentText = ""
+    }
+
+    /// The facts of a chunk already decoded (the relay's own chunks; the reference that
+    /// ``ChunkScanner`` is tested against).
     public init(_ chunk: [String: JSONValue]) {
         var carriesContent = false
         var carriesPayload = false

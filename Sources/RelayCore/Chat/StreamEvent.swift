@@ -45,20 +45,16 @@ public struct StreamEvent: Sendable {
             self.kind = .done
             return
         }
-        guard view.first == UInt8(ascii: "{"), let document = try? JSONValue(parsing: view),
-            case .object(let object) = document
+        guard view.first == UInt8(ascii: "{"),
+            let scanned = data.withUnsafeReadableBytes({ raw in
+                ChunkScanner.scan(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count))
+            })
         else {
             self.kind = .other
             return
         }
-        if object["choices"] != nil || object["object"]?.stringValue == "chat.completion.chunk" {
-            self.kind = .chunk
-            self.facts = ChunkFacts(object)
-        } else if object["error"] != nil {
-            self.kind = .error
-        } else {
-            self.kind = .other
-        }
+        self.kind = scanned.kind
+        self.facts = scanned.facts
     }
 
     /// The bytes to write to the client.

@@ -54,16 +54,21 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
-    /// Parses a JSON document.
+    /// Parses a JSON document (RFC 8259; nesting deeper than 512 levels is refused).
     public init(parsing bytes: some Sequence<UInt8>) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        if let parsed = try bytes.withContiguousStorageIfAvailable({ buffer in try JSONParser.parse(buffer) }) {
+            self = parsed
+        } else {
+            self = try Array(bytes).withUnsafeBufferPointer { buffer in try JSONParser.parse(buffer) }
+        }
     }
 
     /// The document serialised compactly, with sorted keys (stable, for logs and tests).
     public func serialized() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
+        var out: [UInt8] = []
+        out.reserveCapacity(128)
+        JSONWriter.write(self, into: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -1,0 +1,302 @@
+/// Reads an upstream event's JSON once, straight from its bytes, into what the relay needs:
+/// whether it is a chunk, an error or something else, and the chunk's ``ChunkFacts``.
+///
+/// The hot path of every relayed event. It gives the same answers as building a
+/// ``JSONValue`` and calling ``ChunkFacts/init(_:)`` (a test holds the two together over
+/// the whole corpus), without making a tree: values the facts do not need are skipped in
+/// place, and only `usage` (rare, once per stream) is built. Strings that are skipped are
+/// not checked for valid UTF-8; the relay forwards the bytes as they came anyway.
+enum ChunkScanner {
+    struct Result {
+        var kind: StreamEvent.Kind
+        var facts: ChunkFacts?
+    }
+
+    /// Nil when `bytes` is not one JSON object.
+    static func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> Result? {
+        var parser = JSONParser(bytes)
+        return try? parser.scanEvent()
+    }
+
+    /// The same answer the slow way, from a parsed tree: the definition the scanner is
+    /// tested against.
+    static func reference(_ bytes: [UInt8]) -> Result? {
+        guard case .object(let object)? = try? JSONValue(parsing: bytes) else { return nil }
+        if object["choices"] != nil || object["object"]?.stringValue == "chat.completion.chunk" {
+            return Result(kind: .chunk, facts: ChunkFacts(object))
+        }
+        return Result(kind: object["error"] != nil ? .error : .other, facts: nil)
+    }
+}
+
+extension JSONParser {
+    fileprivate mutating func scanEvent() throws(Failure) -> ChunkScanner.Result {
+        self.skipWhitespace()
+        guard self.current == UInt8(ascii: "{") else { throw self.failure("not an object") }
+        var facts = ChunkFacts()
+        var payload = false
+        var hasChoices = false
+        var isChunkObject = false
+        var hasError = false
+        var topUsage: JSONValue?
+        var groqUsage: JSONValue?
+        try self.members { parser, key throws(Failure) in
+            switch key {
+            case "choices":
+                hasChoices = true
+                if parser.current == UInt8(ascii: "[") {
+                    try parser.scanChoices(into: &facts, payload: &payload)
+                } else {
+                    facts.hasNoChoices = false
+                    _ = try parser.skipValue()
+                }
+            case "object":
+                if parser.current == UInt8(ascii: "\"") {
+                    isChunkObject = try parser.parseString() == "chat.completion.chunk"
+                } else {
+                    isChunkObject = false
+                    _ = try parser.skipValue()
+                }
+            case "error":
+                hasError = true
+                _ = try parser.skipValue()
+            case "usage":
+                topUsage = try parser.valueUnlessNull()
+            case "x_groq":
+                guard parser.current == UInt8(ascii: "{") else {
+                    groqUsage = nil
+                    _ = try parser.skipValue()
+                    return
+                }
+                groqUsage = nil
+                try parser.members { inner, key throws(Failure) in
+                    if key == "usage" {
+                        groqUsage = try inner.valueUnlessNull()
+                    } else {
+                        _ = try inner.skipValue()
+                    }
+                }
+            case "model":
+                facts.model = try parser.stringUnlessOther()
+            case "id":
+                facts.id = try parser.stringUnlessOther()
+            case "created":
+                if let byte = parser.current, byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                    facts.created = JSONValue.number(try parser.parseNumber()).intValue
+                } else {
+                    facts.created = nil
+                    _ = try parser.skipValue()
+                }
+            default:
+                let empty = try parser.skipValue()
+                // e.g. Azure's prompt_filter_results: not ours to drop.
+                if !empty, !ChunkFacts.envelopeKeys.contains(key) { payload = true }
+            }
+        }
+        self.skipWhitespace()
+        guard self.index == self.bytes.count else { throw self.failure("unexpected text after the document") }
+        facts.usage = topUsage ?? groqUsage
+        facts.carriesPayload = payload || facts.carriesContent || facts.usage != nil
+        if hasChoices || isChunkObject { return ChunkScanner.Result(kind: .chunk, facts: facts) }
+        return ChunkScanner.Result(kind: hasError ? .error : .other, facts: nil)
+    }
+
+    /// `choices`: each object choice's finish reason, delta and other members.
+    private mutating func scanChoices(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
+        try self.enter()
+        self.index += 1  // [
+        self.skipWhitespace()
+        facts.hasNoChoices = self.current == UInt8(ascii: "]")
+        if facts.hasNoChoices {
+            self.index += 1
+            self.depth -= 1
+            return
+        }
+        while true {
+            if self.current == UInt8(ascii: "{") {
+                try self.scanChoice(into: &facts, payload: &payload)
+            } else {
+                _ = try self.skipValue()
+            }
+            self.skipWhitespace()
+            switch self.current {
+            case UInt8(ascii: ","):
+                self.index += 1
+                self.skipWhitespace()
+            case UInt8(ascii: "]"):
+                self.index += 1
+                self.depth -= 1
+                return
+            default:
+                throw self.failure("expected ',' or ']'")
+            }
+        }
+    }
+
+    private mutating func scanChoice(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
+        try self.members { parser, key throws(Failure) in
+            switch key {
+            case "finish_reason":
+                if let reason = try parser.stringUnlessOther() {
+                    facts.finishReason = facts.finishReason ?? reason
+                    facts.carriesContent = true
+                }
+            case "logprobs":
+                if !(try parser.skipValue()) { payload = true }
+            case "delta":
+                if parser.current == UInt8(ascii: "{") {
+                    try parser.scanDelta(into: &facts, payload: &payload)
+                } else {
+                    _ = try parser.skipValue()
+                }
+            default:
+                let empty = try parser.skipValue()
+                if !empty, !ChunkFacts.choiceEnvelopeKeys.contains(key) { payload = true }
+            }
+        }
+    }
+
+    private mutating func scanDelta(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
+        try self.members { parser, key throws(Failure) in
+            if key == "role" {
+                if !(try parser.skipValue()) { facts.hasRole = true }
+                return
+            }
+            if key == "content", parser.current == UInt8(ascii: "\"") {
+                let text = try parser.parseString()
+                guard !text.isEmpty else { return }
+                facts.contentText += text
+                facts.carriesContent = true
+                return
+            }
+            guard !(try parser.skipValue()) else { return }
+            if ChunkFacts.contentKeys.contains(key) {
+                facts.carriesContent = true
+            } else {
+                payload = true
+            }
+        }
+    }
+
+    /// Walks the members of the object at the current position, calling `body` with the
+    /// parser on each member's value; `body` must consume that value.
+    private mutating func members(_ body: (inout JSONParser, String) throws(Failure) -> Void) throws(Failure) {
+        try self.enter()
+        self.index += 1  // {
+        self.skipWhitespace()
+        if self.current == UInt8(ascii: "}") {
+            self.index += 1
+            self.depth -= 1
+            return
+        }
+        while true {
+            guard self.current == UInt8(ascii: "\"") else { throw self.failure("expected a member name") }
+            let key = try self.parseString()
+            self.skipWhitespace()
+            guard self.current == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
+            self.index += 1
+            self.skipWhitespace()
+            try body(&self, key)
+            self.skipWhitespace()
+            switch self.current {
+            case UInt8(ascii: ","):
+                self.index += 1
+                self.skipWhitespace()
+            case UInt8(ascii: "}"):
+                self.index += 1
+                self.depth -= 1
+                return
+            default:
+                throw self.failure("expected ',' or '}'")
+            }
+        }
+    }
+
+    /// The value, or nil for `null`.
+    private mutating func valueUnlessNull() throws(Failure) -> JSONValue? {
+        let value = try self.parseValue()
+        if case .null = value { return nil }
+        return value
+    }
+
+    /// The string, or nil (skipping it) for any other value.
+    private mutating func stringUnlessOther() throws(Failure) -> String? {
+        if self.current == UInt8(ascii: "\"") { return try self.parseString() }
+        _ = try self.skipValue()
+        return nil
+    }
+
+    /// Skips one value and says whether it carries nothing (``JSONValue/isEmptyPayload``).
+    mutating func skipValue() throws(Failure) -> Bool {
+        guard let byte = self.current else { throw self.failure("unexpected end of input") }
+        switch byte {
+        case UInt8(ascii: "{"):
+            var empty = true
+            try self.members { parser, _ throws(Failure) in
+                if !(try parser.skipValue()) { empty = false }
+            }
+            return empty
+        case UInt8(ascii: "["):
+            try self.enter()
+            self.index += 1
+            self.skipWhitespace()
+            var empty = true
+            if self.current == UInt8(ascii: "]") {
+                self.index += 1
+                self.depth -= 1
+                return true
+            }
+            while true {
+                if !(try self.skipValue()) { empty = false }
+                self.skipWhitespace()
+                switch self.current {
+                case UInt8(ascii: ","):
+                    self.index += 1
+                    self.skipWhitespace()
+                case UInt8(ascii: "]"):
+                    self.index += 1
+                    self.depth -= 1
+                    return empty
+                default:
+                    throw self.failure("expected ',' or ']'")
+                }
+            }
+        case UInt8(ascii: "\""):
+            return try self.skipString()
+        case UInt8(ascii: "t"):
+            try self.expect("true")
+            return false
+        case UInt8(ascii: "f"):
+            try self.expect("false")
+            return false
+        case UInt8(ascii: "n"):
+            try self.expect("null")
+            return true
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            _ = try self.parseNumber()
+            return false
+        default:
+            throw self.failure("unexpected character")
+        }
+    }
+
+    /// Skips a string without decoding it; says whether it is empty.
+    private mutating func skipString() throws(Failure) -> Bool {
+        self.index += 1  // "
+        let start = self.index
+        while self.index < self.bytes.count {
+            let byte = self.bytes[self.index]
+            if byte == UInt8(ascii: "\"") {
+                self.index += 1
+                return self.index - 1 == start
+            }
+            if byte == UInt8(ascii: "\\") {
+                self.index += 2
+                continue
+            }
+            if byte < 0x20 { throw self.failure("control character in a string") }
+            self.index += 1
+        }
+        throw self.failure("unterminated string")
+    }
+}

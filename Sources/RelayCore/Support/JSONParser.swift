@@ -1,0 +1,355 @@
+/// A JSON parser and writer for ``JSONValue``, by hand, for the relay's hot path.
+///
+/// Every streamed chunk is parsed once to read its facts; with `JSONDecoder` (a `try?` per
+/// candidate type for every value) that cost more CPU than relaying the bytes. This one
+/// walks the bytes once, builds the value directly, and refuses what RFC 8259 refuses,
+/// with a nesting limit so that hostile input cannot exhaust the stack.
+struct JSONParser {
+    /// Deeper documents are refused (`JSONDecoder` stops at 512 too).
+    static let maximumDepth = 512
+
+    struct Failure: Error, CustomStringConvertible {
+        var message: String
+        var offset: Int
+        var description: String { "invalid JSON at byte \(self.offset): \(self.message)" }
+    }
+
+    let bytes: UnsafeBufferPointer<UInt8>
+    var index = 0
+    var depth = 0
+
+    init(_ bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+    }
+
+    /// Parses one document that fills `bytes` (whitespace around it allowed).
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONValue {
+        var parser = JSONParser(bytes)
+        parser.skipWhitespace()
+        let value = try parser.parseValue()
+        parser.skipWhitespace()
+        guard parser.index == bytes.count else { throw parser.failure("unexpected text after the document") }
+        return value
+    }
+
+    func failure(_ message: String) -> Failure { Failure(message: message, offset: self.index) }
+
+    var current: UInt8? { self.index < self.bytes.count ? self.bytes[self.index] : nil }
+
+    mutating func skipWhitespace() {
+        while self.index < self.bytes.count {
+            switch self.bytes[self.index] {
+            case 0x20, 0x0A, 0x0D, 0x09: self.index += 1
+            default: return
+            }
+        }
+    }
+
+    mutating func parseValue() throws(Failure) -> JSONValue {
+        guard let byte = self.current else { throw self.failure("unexpected end of input") }
+        switch byte {
+        case UInt8(ascii: "{"): return try self.parseObject()
+        case UInt8(ascii: "["): return try self.parseArray()
+        case UInt8(ascii: "\""): return .string(try self.parseString())
+        case UInt8(ascii: "t"): try self.expect("true"); return .bool(true)
+        case UInt8(ascii: "f"): try self.expect("false"); return .bool(false)
+        case UInt8(ascii: "n"): try self.expect("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try self.parseNumber())
+        default: throw self.failure("unexpected character")
+        }
+    }
+
+    mutating func expect(_ word: StaticString) throws(Failure) {
+        let count = word.utf8CodeUnitCount
+        guard self.index + count <= self.bytes.count else { throw self.failure("unexpected end of input") }
+        for offset in 0..<count where self.bytes[self.index + offset] != word.utf8Start[offset] {
+            throw self.failure("unexpected character")
+        }
+        self.index += count
+    }
+
+    mutating func enter() throws(Failure) {
+        self.depth += 1
+        guard self.depth <= Self.maximumDepth else { throw self.failure("nested deeper than \(Self.maximumDepth) levels") }
+    }
+
+    private mutating func parseObject() throws(Failure) -> JSONValue {
+        try self.enter()
+        self.index += 1  // {
+        var members: [String: JSONValue] = [:]
+        self.skipWhitespace()
+        if self.current == UInt8(ascii: "}") {
+            self.index += 1
+            self.depth -= 1
+            return .object(members)
+        }
+        while true {
+            guard self.current == UInt8(ascii: "\"") else { throw self.failure("expected a member name") }
+            let key = try self.parseString()
+            self.skipWhitespace()
+            guard self.current == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
+            self.index += 1
+            self.skipWhitespace()
+            members[key] = try self.parseValue()
+            self.skipWhitespace()
+            switch self.current {
+            case UInt8(ascii: ","):
+                self.index += 1
+                self.skipWhitespace()
+            case UInt8(ascii: "}"):
+                self.index += 1
+                self.depth -= 1
+                return .object(members)
+            default:
+                throw self.failure("expected ',' or '}'")
+            }
+        }
+    }
+
+    private mutating func parseArray() throws(Failure) -> JSONValue {
+        try self.enter()
+        self.index += 1  // [
+        var elements: [JSONValue] = []
+        self.skipWhitespace()
+        if self.current == UInt8(ascii: "]") {
+            self.index += 1
+            self.depth -= 1
+            return .array(elements)
+        }
+        while true {
+            elements.append(try self.parseValue())
+            self.skipWhitespace()
+            switch self.current {
+            case UInt8(ascii: ","):
+                self.index += 1
+                self.skipWhitespace()
+            case UInt8(ascii: "]"):
+                self.index += 1
+                self.depth -= 1
+                return .array(elements)
+            default:
+                throw self.failure("expected ',' or ']'")
+            }
+        }
+    }
+
+    /// A string starting at the opening quote. Text without escapes is decoded in one go.
+    mutating func parseString() throws(Failure) -> String {
+        self.index += 1  // "
+        let start = self.index
+        while self.index < self.bytes.count {
+            let byte = self.bytes[self.index]
+            if byte == UInt8(ascii: "\"") {
+                let text = try self.decodeUTF8(start..<self.index)
+                self.index += 1
+                return text
+            }
+            if byte == UInt8(ascii: "\\") { return try self.parseEscapedString(from: start) }
+            if byte < 0x20 { throw self.failure("control character in a string") }
+            self.index += 1
+        }
+        throw self.failure("unterminated string")
+    }
+
+    private func decodeUTF8(_ range: Range<Int>) throws(Failure) -> String {
+        guard let text = String(validating: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self) else {
+            throw Failure(message: "invalid UTF-8 in a string", offset: range.lowerBound)
+        }
+        return text
+    }
+
+    /// The slow path: a string with escapes, from its first byte at `start`.
+    private mutating func parseEscapedString(from start: Int) throws(Failure) -> String {
+        var utf8: [UInt8] = []
+        utf8.reserveCapacity(self.index - start + 16)
+        utf8.append(contentsOf: UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]))
+        while self.index < self.bytes.count {
+            let byte = self.bytes[self.index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                self.index += 1
+                guard let text = String(validating: utf8, as: UTF8.self) else {
+                    throw Failure(message: "invalid UTF-8 in a string", offset: start)
+                }
+                return text
+            case UInt8(ascii: "\\"):
+                self.index += 1
+                guard let escape = self.current else { throw self.failure("unterminated string") }
+                self.index += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): utf8.append(escape)
+                case UInt8(ascii: "b"): utf8.append(0x08)
+                case UInt8(ascii: "f"): utf8.append(0x0C)
+                case UInt8(ascii: "n"): utf8.append(0x0A)
+                case UInt8(ascii: "r"): utf8.append(0x0D)
+                case UInt8(ascii: "t"): utf8.append(0x09)
+                case UInt8(ascii: "u"): try self.appendUnicodeEscape(to: &utf8)
+                default: throw self.failure("unknown escape")
+                }
+            case 0..<0x20:
+                throw self.failure("control character in a string")
+            default:
+                utf8.append(byte)
+                self.index += 1
+            }
+        }
+        throw self.failure("unterminated string")
+    }
+
+    /// `\uXXXX` (the `\u` already read), with a following low surrogate for a high one. A
+    /// lone surrogate becomes U+FFFD, as JSONSerialization does.
+    private mutating func appendUnicodeEscape(to utf8: inout [UInt8]) throws(Failure) {
+        var scalar = try self.hex4()
+        if (0xD800..<0xDC00).contains(scalar) {
+            if self.index + 6 <= self.bytes.count, self.bytes[self.index] == UInt8(ascii: "\\"), self.bytes[self.index + 1] == UInt8(ascii: "u") {
+                let saved = self.index
+                self.index += 2
+                let low = try self.hex4()
+                if (0xDC00..<0xE000).contains(low) {
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                } else {
+                    self.index = saved
+                    scalar = 0xFFFD
+                }
+            } else {
+                scalar = 0xFFFD
+            }
+        } else if (0xDC00..<0xE000).contains(scalar) {
+            scalar = 0xFFFD
+        }
+        utf8.append(contentsOf: String(Character(Unicode.Scalar(scalar) ?? "\u{FFFD}")).utf8)
+    }
+
+    private mutating func hex4() throws(Failure) -> UInt32 {
+        guard self.index + 4 <= self.bytes.count else { throw self.failure("short \\u escape") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let byte = self.bytes[self.index]
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+            default: throw self.failure("bad \\u escape")
+            }
+            value = value << 4 | UInt32(digit)
+            self.index += 1
+        }
+        return value
+    }
+
+    /// A number by RFC 8259's grammar. Short integers are converted by hand; anything else
+    /// goes through the standard library's correctly rounded conversion.
+    mutating func parseNumber() throws(Failure) -> Double {
+        let start = self.index
+        var negative = false
+        if self.current == UInt8(ascii: "-") {
+            negative = true
+            self.index += 1
+        }
+        var integer: Int64 = 0
+        var digits = 0
+        guard let first = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else {
+            throw self.failure("expected a digit")
+        }
+        if first == UInt8(ascii: "0") {
+            self.index += 1
+            digits = 1
+        } else {
+            while let byte = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                if digits < 18 { integer = integer * 10 + Int64(byte - UInt8(ascii: "0")) }
+                digits += 1
+                self.index += 1
+            }
+        }
+        var simple = digits <= 15
+        if self.current == UInt8(ascii: ".") {
+            simple = false
+            self.index += 1
+            guard let byte = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else {
+                throw self.failure("expected a digit after '.'")
+            }
+            while let byte = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { self.index += 1 }
+        }
+        if self.current == UInt8(ascii: "e") || self.current == UInt8(ascii: "E") {
+            simple = false
+            self.index += 1
+            if self.current == UInt8(ascii: "+") || self.current == UInt8(ascii: "-") { self.index += 1 }
+            guard let byte = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else {
+                throw self.failure("expected a digit in the exponent")
+            }
+            while let byte = self.current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { self.index += 1 }
+        }
+        if simple {
+            if negative && integer == 0 { return -0.0 }
+            return Double(negative ? -integer : integer)
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]), as: UTF8.self)
+        guard let value = Double(text), value.isFinite else { throw Failure(message: "number out of range", offset: start) }
+        return value
+    }
+}
+
+/// Writes ``JSONValue`` compactly, members in key order, the way the relay's own chunks,
+/// logs and tests want it: stable, and without escaping `/`.
+enum JSONWriter {
+    static func write(_ value: JSONValue, into out: inout [UInt8]) {
+        switch value {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let flag): out.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .number(let number): Self.write(number: number, into: &out)
+        case .string(let text): Self.write(string: text, into: &out)
+        case .array(let elements):
+            out.append(UInt8(ascii: "["))
+            for (position, element) in elements.enumerated() {
+                if position > 0 { out.append(UInt8(ascii: ",")) }
+                Self.write(element, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (position, key) in members.keys.sorted().enumerated() {
+                if position > 0 { out.append(UInt8(ascii: ",")) }
+                Self.write(string: key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                Self.write(members[key]!, into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    static func write(number: Double, into out: inout [UInt8]) {
+        guard number.isFinite else {
+            out.append(contentsOf: "null".utf8)  // JSON has no infinities; JSONEncoder would throw
+            return
+        }
+        if number == number.rounded(), abs(number) < 9.0e15 {
+            out.append(contentsOf: String(Int64(number)).utf8)
+        } else {
+            out.append(contentsOf: number.description.utf8)
+        }
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    static func write(string: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0x08: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+            case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+            case 0..<0x20:
+                out.append(contentsOf: "\\u00".utf8)
+                out.append(Self.hexDigits[Int(byte >> 4)])
+                out.append(Self.hexDigits[Int(byte & 0x0F)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}

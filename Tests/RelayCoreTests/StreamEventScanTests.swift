@@ -1,0 +1,58 @@
+import NIOCore
+@testable import RelayCore
+import Testing
+
+/// The chunk scanner (the hot path: facts read straight from the bytes) against the
+/// reference (a parsed tree and ``ChunkFacts/init(_:)``), on awkward shapes. The whole
+/// corpus is compared in RelayGatewayTests' JSONParserCorpusTests.
+@Suite("Stream events: the scanner gives the reference's answers")
+struct StreamEventScanTests {
+    /// What an upstream event is, by the tree: the definition the scanner must match.
+    static func reference(_ data: String) -> (kind: StreamEvent.Kind, facts: ChunkFacts?) {
+        guard data.first == "{", let result = ChunkScanner.reference(Array(data.utf8)) else { return (.other, nil) }
+        return (result.kind, result.facts)
+    }
+
+    static func scanned(_ data: String) -> StreamEvent {
+        StreamEvent(upstream: SSEFrame(raw: ByteBuffer(string: "data: \(data)\n\n"), data: ByteBuffer(string: data)))
+    }
+
+    @Test("Awkward shapes", arguments: [
+        #"{"choices":"x"}"#, #"{"object":"chat.completion.chunk"}"#, #"{"object":"other","id":"a"}"#, #"{"error":{"message":"m"}}"#,
+        #"{"error":null,"choices":[]}"#, #"{"usage":null,"x_groq":{"usage":{"prompt_tokens":1}}}"#,
+        #"{"usage":{"prompt_tokens":2},"x_groq":{"usage":{"prompt_tokens":1}},"choices":[]}"#, #"{"x_groq":"no","choices":[]}"#,
+        #"  { "choices" : [ 1 , { "delta" : { "content" : "a" } } , "s" , { "delta" : { "content" : "b" }, "finish_reason": "stop" } ] }  "#,
+        #"{"choices":[]} x"#, #"{"choices":[{"delta":{"foo":[{}, "", null, []]}}]}"#, #"{"choices":[{"delta":{"foo":[{}, "x"]}}]}"#,
+        #"{"choices":[{"delta":{"role":"","content":null,"tool_calls":[]}}],"extra":{"a":[null]}}"#,
+        #"{"choices":[{"delta":{"role":null}, "logprobs":{"content":[]}}]}"#, #"{"choices":[{"delta":{}, "logprobs":{"content":[1]}}]}"#,
+        #"{"choices":[{"delta":"text","finish_reason":5,"native_finish_reason":"STOP","content_filter_results":{"a":{"f":false}}}]}"#,
+        #"{"choices":[],"created":-5}"#, #"{"choices":[],"created":1.5}"#, #"{"choices":[],"created":"1"}"#, #"{"choices":[],"model":7,"id":null}"#,
+        #"{"choices":[{"delta":{"content":"\u00e9\n\"q\""}}]}"#, #"{"choices":[{"delta":{"reasoning":"\\"}}]}"#,
+        #"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"},"finish_reason":"length"}]}"#,
+        #"{"choices":[{"delta":{"content":"a"}}"#, #"{"choices":[{"delta":{"content":"a\u12"}}]}"#, "{}", "{ }", #"{"a":tru}"#,
+        #"{"choices":[{"delta":{"audio":{"id":"x"}}}],"system_fingerprint":null,"service_tier":"default","obfuscation":"zz","provider":"p"}"#,
+    ])
+    func awkward(_ data: String) {
+        let event = Self.scanned(data)
+        let reference = Self.reference(data)
+        #expect(event.kind == reference.kind)
+        #expect(event.facts == reference.facts)
+    }
+
+    @Test("Every chunk sample", arguments: [
+        ChunkSamples.xaiRole, ChunkSamples.xaiEmpty, ChunkSamples.xaiContent, ChunkSamples.xaiFinish, ChunkSamples.xaiUsage,
+        ChunkSamples.xaiReasoningContent, ChunkSamples.xaiToolCall, ChunkSamples.openAIRole, ChunkSamples.openAIContent,
+        ChunkSamples.openAIUsage, ChunkSamples.azurePromptFilter, ChunkSamples.azureRole, ChunkSamples.azureFinish,
+        ChunkSamples.openRouterEncryptedReasoning, ChunkSamples.openRouterToolCallStart, ChunkSamples.openRouterFinish,
+        ChunkSamples.openRouterEmpty, ChunkSamples.openRouterLateUsage, ChunkSamples.avianReasoningDetails,
+        ChunkSamples.groqFinishWithUsage, ChunkSamples.groqFinishXGroqOnly, ChunkSamples.groqToolCall,
+        ChunkSamples.zaiFinishWithUsage, ChunkSamples.zaiToolCallWithFinish,
+    ])
+    func samples(_ data: String) {
+        let event = Self.scanned(data)
+        let reference = Self.reference(data)
+        #expect(event.kind == reference.kind)
+        #expect(event.facts == reference.facts)
+        #expect(event.kind == .chunk)
+    }
+}
