@@ -90,6 +90,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Measurement only: the CPU cost of reading one streamed event (see its header).
+        .executableTarget(
+            name: "relay-microbench",
+            dependencies: [
+                "RelayCore",
+                "RelayGateway",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "RelayCoreTests",
             dependencies: ["RelayCore"],

@@ -70,12 +70,14 @@ extension JSONParser {
                 }
                 groqUsage = nil
                 try parser.members { inner, key throws(Failure) in
-                    if key == "usage" {
+                    if key.is("usage") {
                         groqUsage = try inner.valueUnlessNull()
                     } else {
                         _ = try inner.skipValue()
                     }
                 }
+            case "system_fingerprint", "service_tier", "obfuscation", "provider":
+                _ = try parser.skipValue()  // envelope: never payload (named here to spare a set lookup)
             case "model":
                 facts.model = try parser.stringUnlessOther()
             case "id":
@@ -90,7 +92,7 @@ extension JSONParser {
             default:
                 let empty = try parser.skipValue()
                 // e.g. Azure's prompt_filter_results: not ours to drop.
-                if !empty, !ChunkFacts.envelopeKeys.contains(key) { payload = true }
+                if !empty, !ChunkFacts.envelopeKeys.contains(key.string) { payload = true }
             }
         }
         self.skipWhitespace()
@@ -141,6 +143,8 @@ extension JSONParser {
                     facts.finishReason = facts.finishReason ?? reason
                     facts.carriesContent = true
                 }
+            case "index", "native_finish_reason":
+                _ = try parser.skipValue()
             case "logprobs":
                 if !(try parser.skipValue()) { payload = true }
             case "delta":
@@ -151,18 +155,18 @@ extension JSONParser {
                 }
             default:
                 let empty = try parser.skipValue()
-                if !empty, !ChunkFacts.choiceEnvelopeKeys.contains(key) { payload = true }
+                if !empty, !ChunkFacts.choiceEnvelopeKeys.contains(key.string) { payload = true }
             }
         }
     }
 
     private mutating func scanDelta(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
         try self.members { parser, key throws(Failure) in
-            if key == "role" {
+            if key.is("role") {
                 if !(try parser.skipValue()) { facts.hasRole = true }
                 return
             }
-            if key == "content", parser.current == UInt8(ascii: "\"") {
+            if key.is("content"), parser.current == UInt8(ascii: "\"") {
                 let text = try parser.parseString()
                 guard !text.isEmpty else { return }
                 facts.contentText += text
@@ -170,7 +174,7 @@ extension JSONParser {
                 return
             }
             guard !(try parser.skipValue()) else { return }
-            if ChunkFacts.contentKeys.contains(key) {
+            if ChunkFacts.contentKeys.contains(key.string) {
                 facts.carriesContent = true
             } else {
                 payload = true
@@ -180,7 +184,7 @@ extension JSONParser {
 
     /// Walks the members of the object at the current position, calling `body` with the
     /// parser on each member's value; `body` must consume that value.
-    private mutating func members(_ body: (inout JSONParser, String) throws(Failure) -> Void) throws(Failure) {
+    private mutating func members(_ body: (inout JSONParser, ScannedKey) throws(Failure) -> Void) throws(Failure) {
         try self.enter()
         self.index += 1  // {
         self.skipWhitespace()
@@ -191,7 +195,7 @@ extension JSONParser {
         }
         while true {
             guard self.current == UInt8(ascii: "\"") else { throw self.failure("expected a member name") }
-            let key = try self.parseString()
+            let key = try self.scanKey()
             self.skipWhitespace()
             guard self.current == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
             self.index += 1
@@ -210,6 +214,21 @@ extension JSONParser {
                 throw self.failure("expected ',' or '}'")
             }
         }
+    }
+
+    /// A member name, left in place unless it has escapes: names are compared with the
+    /// ones the facts need without making a `String` for each.
+    private mutating func scanKey() throws(Failure) -> ScannedKey {
+        let start = self.index + 1
+        var end = start
+        while end < self.bytes.count, self.bytes[end] != UInt8(ascii: "\""), self.bytes[end] != UInt8(ascii: "\\"), self.bytes[end] >= 0x20 {
+            end += 1
+        }
+        if end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\"") {
+            self.index = end + 1
+            return ScannedKey(raw: UnsafeBufferPointer(rebasing: self.bytes[start..<end]), decoded: nil)
+        }
+        return ScannedKey(raw: UnsafeBufferPointer(start: nil, count: 0), decoded: try self.parseString())
     }
 
     /// The value, or nil for `null`.
@@ -299,4 +318,22 @@ extension JSONParser {
         }
         throw self.failure("unterminated string")
     }
+}
+
+/// A member name as the scanner met it: its bytes in the document, or (when it had
+/// escapes) its decoded text.
+struct ScannedKey {
+    let raw: UnsafeBufferPointer<UInt8>
+    let decoded: String?
+
+    func `is`(_ name: StaticString) -> Bool {
+        if let decoded { return decoded == name.description }
+        guard self.raw.count == name.utf8CodeUnitCount else { return false }
+        for offset in 0..<self.raw.count where self.raw[offset] != name.utf8Start[offset] { return false }
+        return true
+    }
+
+    var string: String { self.decoded ?? String(decoding: self.raw, as: UTF8.self) }
+
+    static func ~= (pattern: StaticString, key: ScannedKey) -> Bool { key.is(pattern) }
 }

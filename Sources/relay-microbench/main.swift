@@ -1,0 +1,69 @@
+// relay-microbench: the CPU cost of reading one streamed event, the relay's per-chunk hot
+// path, measured over every `data:` event of the recorded streams. It compares how an event
+// was read before (JSONDecoder into a tree, then facts from the tree), the hand-written
+// parser into a tree, and the scanner the relay uses (facts straight from the bytes).
+//
+//     swift run -c release relay-microbench [FOLDER...]    (default: the fixtures and ../shared/corpus/chat)
+//
+// A measurement for the README and the benchmark notes, not a test: nothing is asserted.
+import Foundation
+import NIOCore
+import RelayCore
+import RelayGateway
+
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let folders = CommandLine.arguments.count > 1
+    ? Array(CommandLine.arguments.dropFirst())
+    : [root + "/Tests/Fixtures/cassettes", root + "/../shared/corpus/chat"]
+
+var collected: [ByteBuffer] = []
+for folder in folders {
+    let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".yaml") }.sorted()
+    for name in names {
+        guard let cassette = try? Cassette(path: folder + "/" + name) else { continue }
+        for interaction in cassette.interactions where interaction.contentType?.contains("text/event-stream") == true {
+            for line in interaction.responseBody.split(separator: "\n") where line.hasPrefix("data: {") {
+                collected.append(ByteBuffer(string: String(line.dropFirst(6))))
+            }
+        }
+    }
+}
+let payloads = collected
+guard !payloads.isEmpty else {
+    print("no data events found in \(folders)")
+    exit(1)
+}
+let bytes = payloads.reduce(0) { $0 + $1.readableBytes }
+print("\(payloads.count) data events, \(bytes / payloads.count) bytes on average, from \(folders.joined(separator: ", "))")
+
+/// Runs `body` over every payload until about a second has passed; returns ns per event.
+func measure(_ label: String, _ payloads: [ByteBuffer], _ body: (ByteBuffer) -> Bool) -> Double {
+    let clock = ContinuousClock()
+    var rounds = 0
+    var chunks = 0
+    let start = clock.now
+    repeat {
+        for payload in payloads where body(payload) { chunks += 1 }
+        rounds += 1
+    } while start.duration(to: clock.now) < .seconds(1)
+    let elapsed = start.duration(to: clock.now)
+    let (seconds, attoseconds) = elapsed.components
+    let nanoseconds = Double(seconds) * 1e9 + Double(attoseconds) / 1e9
+    let perEvent = nanoseconds / Double(rounds * payloads.count)
+    print(String(format: "%-46@ %9.0f ns per event  (%d chunks per round)", label as NSString, perEvent, chunks / rounds))
+    return perEvent
+}
+
+let decoder = JSONDecoder()
+let before = measure("JSONDecoder tree, then facts (before)", payloads) { payload in
+    guard case .object(let object)? = try? decoder.decode(JSONValue.self, from: Data(payload.readableBytesView)) else { return false }
+    return !ChunkFacts(object).contentText.isEmpty || true
+}
+let tree = measure("hand-written parser tree, then facts", payloads) { payload in
+    guard case .object(let object)? = try? JSONValue(parsing: payload.readableBytesView) else { return false }
+    return !ChunkFacts(object).contentText.isEmpty || true
+}
+let scanner = measure("scanner: facts from the bytes (the relay now)", payloads) { payload in
+    StreamEvent(upstream: SSEFrame(raw: payload, data: payload)).kind == .chunk
+}
+print(String(format: "scanner is %.1fx faster than before, %.1fx faster than the parsed tree", before / scanner, tree / scanner))
