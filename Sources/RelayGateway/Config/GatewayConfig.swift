@@ -48,6 +48,13 @@ public struct ServerSettings: Sendable, Equatable, Codable {
     public var maxResponseBody: ConfigByteSize
     /// Idle time after which a client connection with no request in flight is closed.
     public var idleTimeout: ConfigDuration
+    /// From a request's first byte, how long the client may take to send all of it (head
+    /// and body); a slower one gets 408 and is closed (a head that never ends, a body sent a
+    /// byte a second).
+    public var requestTimeout: ConfigDuration
+    /// Client connections open at once; one more is answered 503 and closed, so that idle
+    /// connections cannot starve the accept queue.
+    public var maxConnections: Int
     /// After SIGTERM, how long streams in flight may run on before they are ended with an
     /// error event. Keep it below the unit's `TimeoutStopSec`.
     public var drainTimeout: ConfigDuration
@@ -64,10 +71,14 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         maxEventSize: ConfigByteSize = .init(bytes: 1 << 20),
         maxResponseBody: ConfigByteSize = .init(bytes: 64 << 20),
         idleTimeout: ConfigDuration = .init(.seconds(120)),
+        requestTimeout: ConfigDuration = .init(.seconds(30)),
+        maxConnections: Int = 4096,
         drainTimeout: ConfigDuration = .init(.seconds(20)),
         usageLedger: String? = nil,
         stateDirectory: String? = nil
     ) {
+        self.requestTimeout = requestTimeout
+        self.maxConnections = maxConnections
         self.stateDirectory = stateDirectory
         self.socket = socket
         self.socketMode = socketMode
@@ -83,6 +94,7 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         case socket, socketMode = "socket_mode", maxRequestBody = "max_request_body", maxEventSize = "max_event_size"
         case maxResponseBody = "max_response_body", idleTimeout = "idle_timeout", drainTimeout = "drain_timeout"
         case usageLedger = "usage_ledger", stateDirectory = "state_directory"
+        case requestTimeout = "request_timeout", maxConnections = "max_connections"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -96,6 +108,11 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         self.maxResponseBody = try c.decodeIfPresent(ConfigByteSize.self, forKey: .maxResponseBody) ?? defaults.maxResponseBody
         self.idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout) ?? defaults.idleTimeout
         self.drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? defaults.drainTimeout
+        self.requestTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .requestTimeout) ?? defaults.requestTimeout
+        self.maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? defaults.maxConnections
+        guard self.maxConnections >= 1 else {
+            throw DecodingError.dataCorruptedError(forKey: .maxConnections, in: c, debugDescription: "must be at least 1")
+        }
         self.usageLedger = try c.decodeIfPresent(String.self, forKey: .usageLedger)
         self.stateDirectory = try c.decodeIfPresent(String.self, forKey: .stateDirectory)
     }

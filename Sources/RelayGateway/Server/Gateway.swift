@@ -91,8 +91,12 @@ public final class Gateway: Service, Sendable {
                 socket: socket,
                 channel: HTTP1Channel(
                     responder: { request, writer, channel in try await handler.respond(to: request, writer: writer, channel: channel) },
-                    configuration: .init(idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000)))
+                    configuration: .init(
+                        additionalChannelHandlers: [RequestTimeoutHandler(timeout: .milliseconds(Int64(settings.requestTimeout.seconds * 1000)), logger: self.logger)],
+                        idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000))
+                    )
                 ),
+                connectionLimit: ConnectionLimit(maximum: settings.maxConnections),
                 eventLoopGroup: self.eventLoopGroup,
                 logger: self.logger
             )

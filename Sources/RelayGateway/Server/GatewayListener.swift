@@ -5,6 +5,7 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Systemd
 #if canImport(Glibc)
 import Glibc
@@ -40,6 +41,7 @@ enum ListeningSocket: Sendable, Equatable {
 struct GatewayListener {
     let socket: ListeningSocket
     let channel: HTTP1Channel
+    let connectionLimit: ConnectionLimit
     let eventLoopGroup: MultiThreadedEventLoopGroup
     let logger: Logger
 
@@ -56,13 +58,23 @@ struct GatewayListener {
             }
         let childSetup = self.channel
         let logger = self.logger
+        let limit = self.connectionLimit
+        let refusals = RateLimitedLog(logger: logger)
+        @Sendable func setUp(_ channel: any Channel) -> EventLoopFuture<HTTP1Channel.Value> {
+            let admitted = limit.admit(channel)
+            if !admitted { refusals.note("refused a connection: max_connections (\(limit.maximum)) are open") }
+            return childSetup.setup(channel: channel, logger: logger).flatMapThrowing { value in
+                if !admitted { try channel.pipeline.syncOperations.addHandler(RefuseOnActive(), position: .first) }
+                return value
+            }
+        }
         let server: NIOAsyncChannel<HTTP1Channel.Value, Never>
         switch self.socket {
         case .path(let path):
             try UnixSocketPath.prepare(path)
-            server = try await bootstrap.bind(unixDomainSocketPath: path) { childSetup.setup(channel: $0, logger: logger) }
+            server = try await bootstrap.bind(unixDomainSocketPath: path) { setUp($0) }
         case .adopted(let fd, _):
-            server = try await bootstrap.bind(fd) { childSetup.setup(channel: $0, logger: logger) }
+            server = try await bootstrap.bind(fd) { setUp($0) }
         }
         await onListening()
         await withGracefulShutdownHandler {
@@ -82,5 +94,41 @@ struct GatewayListener {
             onShutdownRequested()
         }
         if case .path(let path) = self.socket { unlink(path) }
+    }
+}
+
+/// Answers a connection over `max_connections` with 503 as soon as it is active, and closes it.
+private final class RefuseOnActive: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(NIOAny(ConnectionLimit.refusal)).whenComplete { _ in context.close(promise: nil) }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not read
+}
+
+/// Logs a repeated warning at most once a second, with how many were left out.
+final class RateLimitedLog: Sendable {
+    private let logger: Logger
+    private let state = Mutex<(last: ContinuousClock.Instant?, skipped: Int)>((nil, 0))
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func note(_ message: String) {
+        let now = ContinuousClock.now
+        let skipped = self.state.withLock { state -> Int? in
+            if let last = state.last, last.duration(to: now) < .seconds(1) {
+                state.skipped += 1
+                return nil
+            }
+            defer { state = (now, 0) }
+            return state.skipped
+        }
+        guard let skipped else { return }
+        self.logger.warning("\(message)\(skipped > 0 ? " (and \(skipped) more like it)" : "")")
     }
 }

@@ -1,0 +1,121 @@
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// How many client connections are open, against `server.max_connections`.
+///
+/// A connection over the limit is answered `503` with an OpenAI-style error and closed at
+/// once, instead of waiting in the accept queue behind idle ones.
+final class ConnectionLimit: Sendable {
+    let maximum: Int
+    private let open = Atomic<Int>(0)
+
+    init(maximum: Int) {
+        self.maximum = maximum
+    }
+
+    var count: Int { self.open.load(ordering: .relaxed) }
+
+    /// Counts `channel` in if there is room, and out again when it closes.
+    func admit(_ channel: any Channel) -> Bool {
+        guard self.open.add(1, ordering: .relaxed).newValue <= self.maximum else {
+            self.open.subtract(1, ordering: .relaxed)
+            return false
+        }
+        channel.closeFuture.whenComplete { _ in self.open.subtract(1, ordering: .relaxed) }
+        return true
+    }
+
+    /// The whole answer to a connection over the limit.
+    static let refusal: ByteBuffer = {
+        let body = #"{"error":{"message":"The gateway has too many open connections; try again shortly.","type":"server_error","code":"too_many_connections"}}"#
+        return ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+    }()
+}
+
+/// Bounds the time a client takes to send a request, head and body, from its first byte
+/// (`server.request_timeout`): a head that never ends or a body sent a byte at a time gets
+/// `408` and the connection is closed, so that such clients cannot hold the gateway's
+/// connections. The time between requests on a kept-alive connection is the idle timeout's.
+///
+/// Sits after the HTTP decoder, where it sees each request end, and puts a partner at the
+/// front of the pipeline, where it sees each request's first raw byte.
+final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    private let timeout: TimeAmount
+    private let logger: Logger
+    private var deadline: Scheduled<Void>?
+    private var reading = false
+
+    init(timeout: TimeAmount, logger: Logger) {
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let watcher = FirstByteWatcher { [weak self] context in self?.requestStarted(context: context) }
+        try? context.pipeline.syncOperations.addHandler(watcher, position: .first)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = Self.unwrapInboundIn(data) {
+            self.reading = false
+            self.deadline?.cancel()
+            self.deadline = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
+        context.fireChannelInactive()
+    }
+
+    /// The first byte of a request arrived (`context` is the watcher's, at the socket end).
+    private func requestStarted(context: ChannelHandlerContext) {
+        guard !self.reading else { return }
+        self.reading = true
+        let timeout = self.timeout
+        let logger = self.logger
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.reading else { return }
+            let context = loopBound.value
+            logger.notice(
+                "closed a connection whose request took longer than request_timeout to arrive",
+                metadata: ["request_timeout_ms": "\(timeout.nanoseconds / 1_000_000)"]
+            )
+            // Nothing of a response has been written: the request is not complete.
+            context.writeAndFlush(NIOAny(Self.refusal)).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    static let refusal: ByteBuffer = {
+        let body = #"{"error":{"message":"The request was not received in time.","type":"invalid_request_error","code":"request_timeout"}}"#
+        return ByteBuffer(string: "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+    }()
+}
+
+/// Tells ``RequestTimeoutHandler`` when raw bytes arrive; passes everything on untouched.
+private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let onBytes: (ChannelHandlerContext) -> Void
+
+    init(onBytes: @escaping (ChannelHandlerContext) -> Void) {
+        self.onBytes = onBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.onBytes(context)
+        context.fireChannelRead(data)
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import RelayCore
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Clients that misbehave on purpose, against the real daemon: a head that never ends, a
+/// body that trickles, more connections than allowed, malformed HTTP. Each gets a clean
+/// error or a closed connection, and everyone else is served meanwhile.
+@Suite("Hostile clients", .timeLimit(.minutes(2)))
+struct HostileClientTests {
+    static func config(_ extra: String = "") -> String {
+        """
+        server:
+          socket: SOCKET
+          request_timeout: 1s
+          max_connections: 4
+        \(extra)
+        upstreams:
+          - name: recorded
+            kind: cassette
+            cassettes: [\(TestPaths.fixtureCassettes)]
+        models:
+          - name: grok-4-fast
+            upstream: recorded
+        pipeline:
+          - stage: passthrough
+        """
+    }
+
+    /// A blocking client connection on its own descriptor; use from `onOwnThread`.
+    final class Connection: @unchecked Sendable {
+        let fd: Int32
+
+        init(_ socketPath: String) throws {
+            self.fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: socketPath.utf8)
+                raw[socketPath.utf8.count] = 0
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { throw GatewayProcessError("connect: \(String(cString: strerror(errno)))") }
+        }
+
+        deinit { close(self.fd) }
+
+        func send(_ text: String) {
+            let bytes = Array(text.utf8)
+            _ = write(self.fd, bytes, bytes.count)
+        }
+
+        /// Everything until the peer closes, or until a whole response with a
+        /// Content-Length body has come (then the connection stays open).
+        func readResponse(timeoutSeconds: Int32 = 30) -> String {
+            var received = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&descriptor, 1, timeoutSeconds * 1000) > 0 else { break }
+                let count = read(self.fd, &buffer, buffer.count)
+                guard count > 0 else { break }
+                received += buffer[..<count]
+                let text = String(decoding: received, as: UTF8.self)
+                if let end = text.range(of: "\r\n\r\n"),
+                    let length = text[..<end.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") })
+                        .flatMap({ Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }),
+                    text.utf8.count - text[..<end.upperBound].utf8.count >= length
+                {
+                    return text
+                }
+            }
+            return String(decoding: received, as: UTF8.self)
+        }
+    }
+
+    static let healthRequest = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    @Test("A head that never ends, and a body that trickles, get 408 after request_timeout; others are served meanwhile")
+    func slowRequests() async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        async let slowHead = onOwnThread { () -> String in
+            let connection = try Connection(socket)
+            connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: appl")
+            return connection.readResponse()
+        }
+        async let slowBody = onOwnThread { () -> String in
+            let connection = try Connection(socket)
+            connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n{\"model\":")
+            return connection.readResponse()
+        }
+        let served = try await curl(socket, "POST", "/v1/chat/completions", body: GatewayEndToEndTests.chatBody(model: "grok-4-fast", stream: true))
+        #expect(served.status == 200)
+        #expect(served.dataEvents.last == "[DONE]")
+        for response in try await [slowHead, slowBody] {
+            #expect(response.hasPrefix("HTTP/1.1 408"), "\(response)")
+            #expect(response.contains(#""code":"request_timeout""#))
+        }
+        #expect(gateway.log.contains("took longer than request_timeout"))
+        #expect(try await gateway.stop() == 0)
+    }
+
+    @Test("More connections than max_connections: the next one gets 503 too_many_connections; a freed slot serves again")
+    func connectionLimit() async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        // Four kept-alive connections, each known to be accepted: it was answered.
+        let held = try await onOwnThread { () -> [Connection] in
+            try (0..<4).map { _ in
+                let connection = try Connection(socket)
+                connection.send(Self.healthRequest)
+                let response = connection.readResponse()
+                guard response.hasPrefix("HTTP/1.1 200") else { throw GatewayProcessError("not served: \(response)") }
+                return connection
+            }
+        }
+        let refused = try await curl(socket, "GET", "/healthz")
+        #expect(refused.status == 503, "\(refused.body)")
+        let error = try JSONValue(parsing: Array(refused.body.utf8))
+        #expect(error["error"]?["code"]?.stringValue == "too_many_connections")
+        #expect(refused.headers["retry-after"] == "1")
+
+        // Free one; the daemon counts it out when it sees the close.
+        let freed = held[0]
+        shutdown(freed.fd, Int32(SHUT_RDWR))
+        _ = try await onOwnThread { freed.readResponse() }  // until the daemon's end closes too
+        var status = 0
+        for _ in 0..<50 where status != 200 {
+            status = try await curl(socket, "GET", "/healthz").status
+        }
+        #expect(status == 200)
+        #expect(gateway.log.contains("refused a connection: max_connections (4) are open"))
+        _ = held
+        #expect(try await gateway.stop() == 0)
+    }
+
+    @Test("Malformed HTTP gets 400 and a closed connection; the daemon goes on serving", arguments: [
+        "HELLO\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n",
+        "\u{0}\u{1}\u{2}\r\n\r\n",
+    ])
+    func malformed(_ request: String) async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        let response = try await onOwnThread { () -> String in
+            let connection = try Connection(socket)
+            connection.send(request)
+            return connection.readResponse()
+        }
+        #expect(response.isEmpty || response.hasPrefix("HTTP/1.1 400") || response.hasPrefix("HTTP/1.1 431"), "\(response.prefix(300))")
+        #expect(try await curl(socket, "GET", "/healthz").status == 200)
+        #expect(try await gateway.stop() == 0)
+    }
+}
