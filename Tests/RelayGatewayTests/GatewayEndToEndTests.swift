@@ -23,7 +23,7 @@ struct GatewayEndToEndTests {
             kind: openai-compatible
             base_url: http://127.0.0.1:\(loopbackPort)/v1
             api_key_env: LOOP_API_KEY
-            idle_timeout: 1s
+            idle_timeout: 3s
           - name: recorded
             kind: cassette
             cassettes: [\(TestPaths.fixtureCassettes)]

@@ -131,12 +131,41 @@ struct HostileClientTests {
         _ = try await onOwnThread { freed.readResponse() }  // until the daemon's end closes too
         var status = 0
         for _ in 0..<50 where status != 200 {
-            status = try await curl(socket, "GET", "/healthz").status
+            // Refused (503) until the daemon has counted the closed one out.
+            status = (try? await curl(socket, "GET", "/healthz").status) ?? 0
         }
         #expect(status == 200)
         #expect(gateway.log.contains("refused a connection: max_connections (4) are open"))
         _ = held
         #expect(try await gateway.stop() == 0)
+    }
+
+    @Test("A client that never reads its stream: bounded, then dropped after write_timeout and logged")
+    func neverReads() async throws {
+        let upstream = try await LoopbackUpstream.start()
+        let gateway = try await GatewayProcess.start(config: """
+            server:
+              socket: SOCKET
+              write_timeout: 1s
+            upstreams:
+              - name: loop
+                kind: openai-compatible
+                base_url: http://127.0.0.1:\(upstream.port)/v1
+            models:
+              - prefix: loop-
+                upstream: loop
+            pipeline:
+              - stage: passthrough
+            """)
+        let connection = try await onOwnThread { try Connection(gateway.socketPath) }
+        connection.send(RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "loop-big", stream: true)))
+        // Nothing is read: the daemon fills the socket, waits write_timeout, drops the stream.
+        #expect(try await gateway.waitForLog("dropped a stream: the client took none of it for write_timeout"))
+        #expect(try await curl(gateway.socketPath, "GET", "/healthz").status == 200, "everyone else is served")
+        #expect(try await gateway.stop() == 0)
+        #expect(gateway.log.contains("error=the client stopped reading"), "the dropped stream has its record")
+        _ = connection
+        await upstream.stop()
     }
 
     @Test("Malformed HTTP gets 400 and a closed connection; the daemon goes on serving", arguments: [

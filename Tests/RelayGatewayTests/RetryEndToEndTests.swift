@@ -16,8 +16,8 @@ struct RetryEndToEndTests {
           - name: loop
             kind: openai-compatible
             base_url: http://127.0.0.1:\(loopbackPort)/v1
-            head_timeout: 1s
-            idle_timeout: 1s
+            head_timeout: 3s              # generous: the suite runs many daemons at once
+            idle_timeout: 3s
           - name: nowhere
             kind: openai-compatible
             base_url: http://127.0.0.1:\(closedPort)/v1

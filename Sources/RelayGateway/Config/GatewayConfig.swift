@@ -55,6 +55,9 @@ public struct ServerSettings: Sendable, Equatable, Codable {
     /// Client connections open at once; one more is answered 503 and closed, so that idle
     /// connections cannot starve the accept queue.
     public var maxConnections: Int
+    /// A stream whose client takes none of its bytes for this long (it stopped reading; the
+    /// buffers between are full) is dropped, logged, and its upstream request cancelled.
+    public var writeTimeout: ConfigDuration
     /// After SIGTERM, how long streams in flight may run on before they are ended with an
     /// error event. Keep it below the unit's `TimeoutStopSec`.
     public var drainTimeout: ConfigDuration
@@ -73,12 +76,14 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         idleTimeout: ConfigDuration = .init(.seconds(120)),
         requestTimeout: ConfigDuration = .init(.seconds(30)),
         maxConnections: Int = 4096,
+        writeTimeout: ConfigDuration = .init(.seconds(60)),
         drainTimeout: ConfigDuration = .init(.seconds(20)),
         usageLedger: String? = nil,
         stateDirectory: String? = nil
     ) {
         self.requestTimeout = requestTimeout
         self.maxConnections = maxConnections
+        self.writeTimeout = writeTimeout
         self.stateDirectory = stateDirectory
         self.socket = socket
         self.socketMode = socketMode
@@ -94,7 +99,7 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         case socket, socketMode = "socket_mode", maxRequestBody = "max_request_body", maxEventSize = "max_event_size"
         case maxResponseBody = "max_response_body", idleTimeout = "idle_timeout", drainTimeout = "drain_timeout"
         case usageLedger = "usage_ledger", stateDirectory = "state_directory"
-        case requestTimeout = "request_timeout", maxConnections = "max_connections"
+        case requestTimeout = "request_timeout", maxConnections = "max_connections", writeTimeout = "write_timeout"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -110,6 +115,7 @@ public struct ServerSettings: Sendable, Equatable, Codable {
         self.drainTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .drainTimeout) ?? defaults.drainTimeout
         self.requestTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .requestTimeout) ?? defaults.requestTimeout
         self.maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? defaults.maxConnections
+        self.writeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .writeTimeout) ?? defaults.writeTimeout
         guard self.maxConnections >= 1 else {
             throw DecodingError.dataCorruptedError(forKey: .maxConnections, in: c, debugDescription: "must be at least 1")
         }

@@ -217,13 +217,28 @@ struct ChatExchange {
         if !ended {
             // Relay until the stream ends, or until the drain time after SIGTERM is over.
             let relay = StreamRelay(iterator: iterator, writer: bodyWriter, note: note)
+            let writeTimeout = runtime.config.server.writeTimeout.duration
             let outcome = try await withThrowingTaskGroup(of: StreamRelayOutcome.self) { group in
                 group.addTask { try await relay.run(upstream: record.snapshot.upstream) }
                 group.addTask {
                     await self.gateway.drain.wait()
                     return .drained
                 }
+                group.addTask { try await relay.stalled(after: writeTimeout) }
                 let first = try await group.next()!
+                if case .clientStalled = first {
+                    // The stalled write does not end by cancellation alone: closing the
+                    // connection fails it, and the upstream request is cancelled with the task.
+                    logger.warning(
+                        "dropped a stream: the client took none of it for write_timeout",
+                        metadata: ["write_timeout_ms": "\(writeTimeout.components.seconds * 1000 + writeTimeout.components.attoseconds / 1_000_000_000_000_000)"]
+                    )
+                    record.update {
+                        $0.error = "the client stopped reading"
+                        $0.clientDisconnected = true
+                    }
+                    self.channel.close(promise: nil)
+                }
                 group.cancelAll()
                 return first
             }
@@ -232,6 +247,10 @@ struct ChatExchange {
             case .finished: break
             case .failed(let error): failure = error
             case .drained: failure = .shuttingDown()
+            case .clientStalled:
+                record.update { $0.eventsSent = sent }
+                self.complete(record, runtime: runtime, logger: logger)
+                throw CancellationError()
             }
         }
         if let failure {
@@ -295,6 +314,9 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
     private var iterator: Iterator
     private(set) var writer: Writer
     private let note: @Sendable (StreamEvent) -> Void
+    /// Writes finished, and whether one is under way: what ``stalled(after:)`` watches.
+    private let writesDone = Atomic<Int>(0)
+    private let writing = Atomic<Bool>(false)
 
     init(iterator: Iterator, writer: Writer, note: @escaping @Sendable (StreamEvent) -> Void) {
         self.iterator = iterator
@@ -314,7 +336,29 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
             }
             guard let event = next else { return .finished }
             self.note(event)
+            self.writing.store(true, ordering: .relaxed)
             try await self.writer.write(event.bytes)
+            self.writing.store(false, ordering: .relaxed)
+            self.writesDone.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Returns `.clientStalled` once a write has been waiting on the client for a whole
+    /// `timeout` (the client is not reading; its socket and our buffer are full). Time the
+    /// upstream is silent does not count: nothing is being written then.
+    func stalled(after timeout: Duration) async throws -> StreamRelayOutcome {
+        var seen = self.writesDone.load(ordering: .relaxed)
+        var waitingSince: Int?
+        while true {
+            try await Task.sleep(for: timeout / 2)
+            let done = self.writesDone.load(ordering: .relaxed)
+            if done == seen, self.writing.load(ordering: .relaxed) {
+                if waitingSince == done { return .clientStalled }
+                waitingSince = done
+            } else {
+                waitingSince = nil
+            }
+            seen = done
         }
     }
 }
@@ -324,6 +368,8 @@ enum StreamRelayOutcome: Sendable {
     case finished
     case failed(RelayError)
     case drained
+    /// The client took none of the stream for `write_timeout`.
+    case clientStalled
 }
 
 /// Per-stream counters shared by the relay task and the exchange.

@@ -34,7 +34,12 @@ public struct SystemdIntegration: Service {
 
     public func run() async throws {
         let signals = await UnixSignalsSequence(trapping: self.testHooks ? [.sighup, .sigusr2] : [.sighup])
-        guard await self.gateway.waitUntilReady() != nil else { return }
+        guard await self.gateway.waitUntilReady() != nil else {
+            // The gateway failed to start and is reporting why; ending now would race it and
+            // make the service group report this service instead. Wait to be shut down.
+            try? await gracefulShutdown()
+            return
+        }
         self.gateway.notify { _ = try $0.ready() }
         self.gateway.notify { _ = try $0.status(self.gateway.statusLine()) }
         let watchdog: WatchdogSettings?

@@ -68,6 +68,20 @@ final class GatewayProcess: @unchecked Sendable {
         return try await onOwnThread { try socket.waitFor(line, timeout: timeout) }
     }
 
+    /// Waits until the daemon's log holds `text`; false after `timeout` seconds. The log is
+    /// a file the daemon appends to, so this looks at it every 20 ms.
+    func waitForLog(_ text: String, timeout: Double = 30) async throws -> Bool {
+        let path = self.directory + "/chatrelayd.log"
+        return try await onOwnThread {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if let log = try? String(contentsOfFile: path, encoding: .utf8), log.contains(text) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+    }
+
     /// Every notify datagram that arrives within `seconds`.
     func notifications(during seconds: Double) async throws -> [String] {
         let socket = self.notifySocket

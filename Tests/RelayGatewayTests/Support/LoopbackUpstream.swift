@@ -52,8 +52,7 @@ final class LoopbackUpstream: Sendable {
 
     /// Stops at once: cancelling the server's task closes its connections, hanging ones included.
     func stop() async {
-        self.runner.cancel()
-        _ = await self.runner.result
+        await stopServer(self.runner)
         let waiting = self.history.withLock { state in
             defer { state.waiters.removeAll() }
             return state.waiters.map(\.1)
@@ -157,6 +156,25 @@ final class LoopbackUpstream: Sendable {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 try await bodyWriter.finish(nil)
+            } catch {
+                self.publish("cancelled:\(model)")
+                throw error
+            }
+        case "loop-big":
+            // 2 MB in 500 events as fast as they can be taken: more than the socket buffers
+            // between the daemon and a client that does not read (about 0.5 MB), and not
+            // much more, since this server and the daemon share the machine with every
+            // other test.
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            let filler = String(repeating: "x", count: 4000)
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                for _ in 0..<500 { try await bodyWriter.write(Self.chunk(#"{"content":"\#(filler)"}"#)) }
+                try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await bodyWriter.finish(nil)
+                self.publish("finished:\(model)")
             } catch {
                 self.publish("cancelled:\(model)")
                 throw error

@@ -52,8 +52,7 @@ final class ModerationTestServer: Sendable {
     }
 
     func stop() async {
-        self.runner.cancel()
-        _ = await self.runner.result
+        await stopServer(self.runner)
         let waiting = self.history.withLock { state in
             defer { state.waiters.removeAll() }
             return state.waiters.map(\.1)

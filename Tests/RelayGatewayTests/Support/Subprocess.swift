@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What a finished child process left behind.
 struct ProcessResult: Sendable {
@@ -55,5 +56,26 @@ func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async 
             }
         }
         thread.start()
+    }
+}
+
+/// Cancels a test server's task and waits for it, but not for ever: a connection handler
+/// stuck writing to a peer that has gone (seen under load, with the cooperative pool idle)
+/// keeps HummingbirdCore's task group open, and one such server must not hang the suite.
+func stopServer(_ runner: Task<Void, any Error>, patience: Duration = .seconds(10)) async {
+    runner.cancel()
+    let resumed = Mutex(false)
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeOnce: @Sendable () -> Void = {
+            if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
+        }
+        Task {
+            _ = await runner.result
+            resumeOnce()
+        }
+        Task {
+            try? await Task.sleep(for: patience)
+            resumeOnce()
+        }
     }
 }
