@@ -287,7 +287,8 @@ enum TimedStreamReader {
         var arrivals: [ContinuousClock.Instant] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
+        var done = false
+        while ContinuousClock.now < deadline, !done {
             let count = Glibc.read(fd, &buffer, buffer.count)
             guard count > 0 else { break }
             let now = ContinuousClock.now
@@ -296,6 +297,7 @@ enum TimedStreamReader {
             while let end = pending.range(of: "\n\n") {
                 let block = String(pending[..<end.lowerBound])
                 pending = String(pending[end.upperBound...])
+                if block.contains("data: [DONE]") { done = true }  // the connection stays open (keep-alive)
                 guard let start = block.range(of: "data: {") else { continue }
                 let json = String(block[block.index(start.lowerBound, offsetBy: 6)...])
                 guard let document = try? JSONValue(parsing: Array(json.utf8)) else { continue }

@@ -34,8 +34,10 @@ struct ChatExchange {
         let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
         self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
         do {
-            try await self.request.body.consumeWithCancellationOnInboundClose { body in
-                try await self.exchange(body: body, slot: slot, runtime: runtime, record: record, logger: &logger)
+            logger = try await self.cancellingIfClientCloses { [logger] in
+                var logger = logger
+                try await self.exchange(body: self.request.body, slot: slot, runtime: runtime, record: record, logger: &logger)
+                return logger
             }
         } catch {
             if slot.isUnused {
@@ -51,6 +53,35 @@ struct ChatExchange {
             }
         }
         self.complete(record, runtime: runtime, logger: logger)
+    }
+
+    /// Runs `operation`, cancelled if the client closes its end of the connection first.
+    ///
+    /// (Not HummingbirdCore's `consumeWithCancellationOnInboundClose`: it closes the
+    /// connection after every response and can swallow the next request's head on a
+    /// kept-alive one.) Before the stream starts nothing is written, so a write error
+    /// cannot tell that the client has gone; the close event from the pipeline does.
+    private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
+        let channel = self.channel
+        let clientClosed = try? await channel.eventLoop.flatSubmit {
+            channel.pipeline.handler(type: RequestTimeoutHandler.self).map { $0.clientClosed(on: channel.eventLoop) }
+        }.get()
+        guard let clientClosed else { return try await operation() }
+        return try await withThrowingTaskGroup(of: Logger?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                let (closed, signal) = AsyncStream<Void>.makeStream()
+                clientClosed.whenComplete { _ in signal.finish() }
+                for await _ in closed {}
+                if Task.isCancelled { return nil }  // the operation finished first
+                throw CancellationError()
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let logger = result { return logger }
+            }
+            throw CancellationError()
+        }
     }
 
     /// Writes the request's record: the journal entry, the ledger line, the metrics. Called

@@ -50,6 +50,20 @@ final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandle
     private let logger: Logger
     private var deadline: Scheduled<Void>?
     private var reading = false
+    /// Completed when the client closes its side of the connection (or the connection goes).
+    private var inputClosed: EventLoopPromise<Void>?
+
+    /// Completes when the client has closed its end: what cancels a request in flight
+    /// whose client hung up (with remote half-closure on, NIO reports it as an event).
+    func clientClosed(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        if self.inputClosed == nil { self.inputClosed = eventLoop.makePromise() }
+        return self.inputClosed!.futureResult
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(.inputClosed) = event as? ChannelEvent { self.inputClosed?.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     init(timeout: TimeAmount, logger: Logger) {
         self.timeout = timeout
@@ -63,6 +77,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.deadline?.cancel()
+        self.inputClosed?.succeed()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -76,6 +91,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         self.deadline?.cancel()
+        self.inputClosed?.succeed()
         context.fireChannelInactive()
     }
 
