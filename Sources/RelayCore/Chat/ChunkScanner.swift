@@ -105,34 +105,14 @@ extension JSONParser {
 
     /// `choices`: each object choice's finish reason, delta and other members.
     private mutating func scanChoices(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
-        try self.enter()
-        self.index += 1  // [
-        self.skipWhitespace()
-        facts.hasNoChoices = self.current == UInt8(ascii: "]")
-        if facts.hasNoChoices {
-            self.index += 1
-            self.depth -= 1
-            return
-        }
-        while true {
-            if self.current == UInt8(ascii: "{") {
-                try self.scanChoice(into: &facts, payload: &payload)
+        let count = try self.elements { parser throws(Failure) in
+            if parser.current == UInt8(ascii: "{") {
+                try parser.scanChoice(into: &facts, payload: &payload)
             } else {
-                _ = try self.skipValue()
-            }
-            self.skipWhitespace()
-            switch self.current {
-            case UInt8(ascii: ","):
-                self.index += 1
-                self.skipWhitespace()
-            case UInt8(ascii: "]"):
-                self.index += 1
-                self.depth -= 1
-                return
-            default:
-                throw self.failure("expected ',' or ']'")
+                _ = try parser.skipValue()
             }
         }
+        facts.hasNoChoices = count == 0
     }
 
     private mutating func scanChoice(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
@@ -182,55 +162,6 @@ extension JSONParser {
         }
     }
 
-    /// Walks the members of the object at the current position, calling `body` with the
-    /// parser on each member's value; `body` must consume that value.
-    private mutating func members(_ body: (inout JSONParser, ScannedKey) throws(Failure) -> Void) throws(Failure) {
-        try self.enter()
-        self.index += 1  // {
-        self.skipWhitespace()
-        if self.current == UInt8(ascii: "}") {
-            self.index += 1
-            self.depth -= 1
-            return
-        }
-        while true {
-            guard self.current == UInt8(ascii: "\"") else { throw self.failure("expected a member name") }
-            let key = try self.scanKey()
-            self.skipWhitespace()
-            guard self.current == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
-            self.index += 1
-            self.skipWhitespace()
-            try body(&self, key)
-            self.skipWhitespace()
-            switch self.current {
-            case UInt8(ascii: ","):
-                self.index += 1
-                self.skipWhitespace()
-            case UInt8(ascii: "}"):
-                self.index += 1
-                self.depth -= 1
-                return
-            default:
-                throw self.failure("expected ',' or '}'")
-            }
-        }
-    }
-
-    /// A member name, left in place unless it has escapes: names are compared with the
-    /// ones the facts need without making a `String` for each.
-    private mutating func scanKey() throws(Failure) -> ScannedKey {
-        let start = self.index + 1
-        var end = start
-        while end < self.bytes.count, self.bytes[end] != UInt8(ascii: "\""), self.bytes[end] != UInt8(ascii: "\\"), self.bytes[end] >= 0x20 {
-            end += 1
-        }
-        if end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\"") {
-            self.index = end + 1
-            return ScannedKey(raw: UnsafeBufferPointer(rebasing: self.bytes[start..<end]), decoded: nil)
-        }
-        return ScannedKey(raw: UnsafeBufferPointer(start: nil, count: 0), decoded: try self.parseString())
-    }
-
     /// The value, or nil for `null`.
     private mutating func valueUnlessNull() throws(Failure) -> JSONValue? {
         let value = try self.parseValue()
@@ -256,30 +187,11 @@ extension JSONParser {
             }
             return empty
         case UInt8(ascii: "["):
-            try self.enter()
-            self.index += 1
-            self.skipWhitespace()
             var empty = true
-            if self.current == UInt8(ascii: "]") {
-                self.index += 1
-                self.depth -= 1
-                return true
+            try self.elements { parser throws(Failure) in
+                if !(try parser.skipValue()) { empty = false }
             }
-            while true {
-                if !(try self.skipValue()) { empty = false }
-                self.skipWhitespace()
-                switch self.current {
-                case UInt8(ascii: ","):
-                    self.index += 1
-                    self.skipWhitespace()
-                case UInt8(ascii: "]"):
-                    self.index += 1
-                    self.depth -= 1
-                    return empty
-                default:
-                    throw self.failure("expected ',' or ']'")
-                }
-            }
+            return empty
         case UInt8(ascii: "\""):
             return try self.skipString()
         case UInt8(ascii: "t"):
@@ -320,20 +232,3 @@ extension JSONParser {
     }
 }
 
-/// A member name as the scanner met it: its bytes in the document, or (when it had
-/// escapes) its decoded text.
-struct ScannedKey {
-    let raw: UnsafeBufferPointer<UInt8>
-    let decoded: String?
-
-    func `is`(_ name: StaticString) -> Bool {
-        if let decoded { return decoded == name.description }
-        guard self.raw.count == name.utf8CodeUnitCount else { return false }
-        for offset in 0..<self.raw.count where self.raw[offset] != name.utf8Start[offset] { return false }
-        return true
-    }
-
-    var string: String { self.decoded ?? String(decoding: self.raw, as: UTF8.self) }
-
-    static func ~= (pattern: StaticString, key: ScannedKey) -> Bool { key.is(pattern) }
-}

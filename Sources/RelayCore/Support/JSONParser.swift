@@ -74,23 +74,39 @@ struct JSONParser {
     }
 
     private mutating func parseObject() throws(Failure) -> JSONValue {
+        var members: [String: JSONValue] = [:]
+        try self.members { parser, key throws(Failure) in
+            members[try parser.text(of: key)] = try parser.parseValue()
+        }
+        return .object(members)
+    }
+
+    private mutating func parseArray() throws(Failure) -> JSONValue {
+        var elements: [JSONValue] = []
+        try self.elements { parser throws(Failure) in elements.append(try parser.parseValue()) }
+        return .array(elements)
+    }
+
+    /// Walks the object at the current position (`{`): `body` gets each member's name and
+    /// must consume its value. The one place that knows the object grammar, for the
+    /// parser and for ``ChunkScanner``.
+    mutating func members(_ body: (inout JSONParser, ScannedKey) throws(Failure) -> Void) throws(Failure) {
         try self.enter()
         self.index += 1  // {
-        var members: [String: JSONValue] = [:]
         self.skipWhitespace()
         if self.current == UInt8(ascii: "}") {
             self.index += 1
             self.depth -= 1
-            return .object(members)
+            return
         }
         while true {
             guard self.current == UInt8(ascii: "\"") else { throw self.failure("expected a member name") }
-            let key = try self.parseString()
+            let key = try self.scanKey()
             self.skipWhitespace()
             guard self.current == UInt8(ascii: ":") else { throw self.failure("expected ':'") }
             self.index += 1
             self.skipWhitespace()
-            members[key] = try self.parseValue()
+            try body(&self, key)
             self.skipWhitespace()
             switch self.current {
             case UInt8(ascii: ","):
@@ -99,25 +115,29 @@ struct JSONParser {
             case UInt8(ascii: "}"):
                 self.index += 1
                 self.depth -= 1
-                return .object(members)
+                return
             default:
                 throw self.failure("expected ',' or '}'")
             }
         }
     }
 
-    private mutating func parseArray() throws(Failure) -> JSONValue {
+    /// Walks the array at the current position (`[`): `body` must consume each element.
+    /// Returns how many there were.
+    @discardableResult
+    mutating func elements(_ body: (inout JSONParser) throws(Failure) -> Void) throws(Failure) -> Int {
         try self.enter()
         self.index += 1  // [
-        var elements: [JSONValue] = []
         self.skipWhitespace()
+        var count = 0
         if self.current == UInt8(ascii: "]") {
             self.index += 1
             self.depth -= 1
-            return .array(elements)
+            return count
         }
         while true {
-            elements.append(try self.parseValue())
+            try body(&self)
+            count += 1
             self.skipWhitespace()
             switch self.current {
             case UInt8(ascii: ","):
@@ -126,11 +146,33 @@ struct JSONParser {
             case UInt8(ascii: "]"):
                 self.index += 1
                 self.depth -= 1
-                return .array(elements)
+                return count
             default:
                 throw self.failure("expected ',' or ']'")
             }
         }
+    }
+
+    /// A member name, left in place unless it has escapes: the scanner compares names with
+    /// the ones it needs without making a `String` for each.
+    private mutating func scanKey() throws(Failure) -> ScannedKey {
+        let start = self.index + 1
+        var end = start
+        while end < self.bytes.count, self.bytes[end] != UInt8(ascii: "\""), self.bytes[end] != UInt8(ascii: "\\"), self.bytes[end] >= 0x20 {
+            end += 1
+        }
+        if end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\"") {
+            self.index = end + 1
+            return ScannedKey(raw: UnsafeBufferPointer(rebasing: self.bytes[start..<end]), decoded: nil)
+        }
+        return ScannedKey(raw: UnsafeBufferPointer(start: nil, count: 0), decoded: try self.parseString())
+    }
+
+    /// A member name as text, its UTF-8 checked as any string's is.
+    private func text(of key: ScannedKey) throws(Failure) -> String {
+        if let decoded = key.decoded { return decoded }
+        let start = key.raw.baseAddress.map { $0 - self.bytes.baseAddress! } ?? self.index
+        return try self.decodeUTF8(start..<(start + key.raw.count))
     }
 
     /// A string starting at the opening quote. Text without escapes is decoded in one go.
@@ -288,6 +330,25 @@ struct JSONParser {
         guard let value = Double(text), value.isFinite else { throw Failure(message: "number out of range", offset: start) }
         return value
     }
+}
+
+/// A member name as ``JSONParser`` met it: its bytes in the document, or (when it had
+/// escapes) its decoded text.
+struct ScannedKey {
+    let raw: UnsafeBufferPointer<UInt8>
+    let decoded: String?
+
+    func `is`(_ name: StaticString) -> Bool {
+        if let decoded { return decoded == name.description }
+        guard self.raw.count == name.utf8CodeUnitCount else { return false }
+        for offset in 0..<self.raw.count where self.raw[offset] != name.utf8Start[offset] { return false }
+        return true
+    }
+
+    /// The name as text (invalid UTF-8 repaired; for comparisons only).
+    var string: String { self.decoded ?? String(decoding: self.raw, as: UTF8.self) }
+
+    static func ~= (pattern: StaticString, key: ScannedKey) -> Bool { key.is(pattern) }
 }
 
 /// Writes ``JSONValue`` compactly, members in key order, the way the relay's own chunks,
