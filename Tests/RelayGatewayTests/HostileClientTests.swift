@@ -34,17 +34,7 @@ struct HostileClientTests {
         let fd: Int32
 
         init(_ socketPath: String) throws {
-            self.fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: socketPath.utf8)
-                raw[socketPath.utf8.count] = 0
-            }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard connected == 0 else { throw GatewayProcessError("connect: \(String(cString: strerror(errno)))") }
+            self.fd = try RawUnixClient.connect(socketPath)
         }
 
         deinit { close(self.fd) }

@@ -268,19 +268,8 @@ struct ModerationEndToEndTests {
 /// Reads an event stream from the gateway and notes when each content character arrived.
 enum TimedStreamReader {
     static func read(socketPath: String, request: String) throws -> [ContinuousClock.Instant] {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayProcessError("socket: \(errno)") }
+        let fd = try RawUnixClient.connect(socketPath)
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: socketPath.utf8)
-            raw[socketPath.utf8.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { throw GatewayProcessError("connect: \(errno)") }
         let bytes = Array(request.utf8)
         guard write(fd, bytes, bytes.count) == bytes.count else { throw GatewayProcessError("short write") }
         var pending = ""

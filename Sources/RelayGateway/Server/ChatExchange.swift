@@ -64,7 +64,7 @@ struct ChatExchange {
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
         let clientClosed = try? await channel.eventLoop.flatSubmit {
-            channel.pipeline.handler(type: RequestTimeoutHandler.self).map { $0.clientClosed(on: channel.eventLoop) }
+            channel.pipeline.handler(type: ClientWatchHandler.self).map { $0.clientClosed(on: channel.eventLoop) }
         }.get()
         guard let clientClosed else { return try await operation() }
         return try await withThrowingTaskGroup(of: Logger?.self) { group in

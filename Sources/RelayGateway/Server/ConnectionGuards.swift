@@ -35,14 +35,18 @@ final class ConnectionLimit: Sendable {
     }()
 }
 
-/// Bounds the time a client takes to send a request, head and body, from its first byte
-/// (`server.request_timeout`): a head that never ends or a body sent a byte at a time gets
-/// `408` and the connection is closed, so that such clients cannot hold the gateway's
-/// connections. The time between requests on a kept-alive connection is the idle timeout's.
+/// Watches the client's side of a connection, for two things:
+///
+/// - the time a client takes to send a request, head and body, from its first byte
+///   (`server.request_timeout`): a head that never ends or a body sent a byte at a time gets
+///   `408` and the connection is closed, so that such clients cannot hold the gateway's
+///   connections (the time between requests on a kept-alive connection is the idle
+///   timeout's);
+/// - the client closing its end (``clientClosed(on:)``), which cancels a request in flight.
 ///
 /// Sits after the HTTP decoder, where it sees each request end, and puts a partner at the
 /// front of the pipeline, where it sees each request's first raw byte.
-final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class ClientWatchHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
 
@@ -120,7 +124,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler, RemovableChannelHandle
     }()
 }
 
-/// Tells ``RequestTimeoutHandler`` when raw bytes arrive; passes everything on untouched.
+/// Tells ``ClientWatchHandler`` when raw bytes arrive; passes everything on untouched.
 private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 

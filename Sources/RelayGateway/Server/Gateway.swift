@@ -92,7 +92,7 @@ public final class Gateway: Service, Sendable {
                 channel: HTTP1Channel(
                     responder: { request, writer, channel in try await handler.respond(to: request, writer: writer, channel: channel) },
                     configuration: .init(
-                        additionalChannelHandlers: [RequestTimeoutHandler(timeout: .milliseconds(Int64(settings.requestTimeout.seconds * 1000)), logger: self.logger)],
+                        additionalChannelHandlers: [ClientWatchHandler(timeout: .milliseconds(Int64(settings.requestTimeout.seconds * 1000)), logger: self.logger)],
                         idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000))
                     )
                 ),

@@ -9,19 +9,8 @@ enum RawUnixClient {
     /// Sends `request`, reads until `marker` appears in the response, then closes the socket.
     /// Returns what was read. Blocking; call through `onOwnThread`.
     static func readUntil(_ marker: String, socketPath: String, request: String, timeoutSeconds: Double = 20) throws -> String {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayProcessError("socket: \(errno)") }
+        let fd = try Self.connect(socketPath)
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: socketPath.utf8)
-            raw[socketPath.utf8.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { throw GatewayProcessError("connect \(socketPath): \(String(cString: strerror(errno)))") }
         let bytes = Array(request.utf8)
         guard write(fd, bytes, bytes.count) == bytes.count else { throw GatewayProcessError("short write") }
         var received = [UInt8]()
@@ -36,6 +25,27 @@ enum RawUnixClient {
             if String(decoding: received, as: UTF8.self).contains(marker) { break }
         }
         return String(decoding: received, as: UTF8.self)
+    }
+
+    /// A connected stream socket to `socketPath`; the caller closes it.
+    static func connect(_ socketPath: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw GatewayProcessError("socket: \(errno)") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: socketPath.utf8)
+            raw[socketPath.utf8.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw GatewayProcessError("connect \(socketPath): \(reason)")
+        }
+        return fd
     }
 
     /// A POST of a JSON body as raw HTTP/1.1.
