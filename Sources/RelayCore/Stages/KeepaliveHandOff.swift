@@ -31,6 +31,8 @@ final class KeepaliveHandOff: Sendable {
         var producer: CheckedContinuation<Bool, Never>?
         var pump: Task<Void, Never>?
         var pumpStarted = false
+        /// The consumer's timer (a ``KeepaliveAlarm`` on the consumer's clock), once it waited.
+        var alarm: (any AnyObject & Sendable)?
         var closed = false
     }
 
@@ -89,25 +91,33 @@ final class KeepaliveHandOff: Sendable {
 
     /// Consumer side: waits until an item is ready or `deadline` passes on `clock`; returns
     /// early when the calling task is cancelled, which closes the hand-off.
-    func wait<C: Clock>(until deadline: C.Instant, on clock: C) async {
+    ///
+    /// The deadline is kept by one ``KeepaliveAlarm`` for the whole stream, not a timer per
+    /// wait: a stream waits once per event, and a timer task per wait cost the default
+    /// pipeline about a quarter of its CPU per relayed chunk (a task group, a child task and
+    /// a dispatch timer each time; perf). A deadline that moves later costs a store.
+    func wait<C: Clock<Duration>>(until deadline: C.Instant, on clock: C) async {
         await withTaskCancellationHandler {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    do {
-                        try await clock.sleep(until: deadline, tolerance: nil)
-                    } catch {
-                        return  // cancelled: the item came first
-                    }
-                    self.wake()
-                }
-                await self.waitForItem()
-                group.cancelAll()
-            }
-            // The timer task has finished, so no stale wake-up can arrive after this.
+            let alarm = self.alarm(on: clock)
+            alarm.set(deadline)
+            await self.waitForItem()
+            alarm.set(nil)
             self.state.withLock { $0.consumerWoken = false }
         } onCancel: {
             self.close()
         }
+    }
+
+    /// The hand-off's alarm, made on first use; it always runs on the clock it was made with.
+    private func alarm<C: Clock<Duration>>(on clock: C) -> KeepaliveAlarm<C> {
+        let (alarm, closed) = self.state.withLock { state -> (KeepaliveAlarm<C>, Bool) in
+            if let existing = state.alarm { return (unsafeDowncast(existing, to: KeepaliveAlarm<C>.self), state.closed) }
+            let made = KeepaliveAlarm(clock: clock) { [weak self] in self?.wake() }
+            state.alarm = made
+            return (made, state.closed)
+        }
+        if closed { alarm.stop() }
+        return alarm
     }
 
     private func waitForItem() async {
@@ -135,18 +145,20 @@ final class KeepaliveHandOff: Sendable {
 
     /// The consumer has gone: wakes both sides and cancels the pump (and so the upstream read).
     func close() {
-        let (consumer, producer, pump) = self.state.withLock {
-            state -> (CheckedContinuation<Void, Never>?, CheckedContinuation<Bool, Never>?, Task<Void, Never>?) in
+        let (consumer, producer, pump, alarm) = self.state.withLock {
+            state -> (CheckedContinuation<Void, Never>?, CheckedContinuation<Bool, Never>?, Task<Void, Never>?, (any AnyObject & Sendable)?) in
             state.closed = true
             state.item = nil
             defer {
                 state.consumer = nil
                 state.producer = nil
                 state.pump = nil
+                state.alarm = nil
             }
-            return (state.consumer, state.producer, state.pump)
+            return (state.consumer, state.producer, state.pump, state.alarm)
         }
         pump?.cancel()
+        (alarm as? any KeepaliveAlarmStopping)?.stop()
         consumer?.resume()
         producer?.resume(returning: false)
     }
@@ -211,6 +223,125 @@ enum KeepalivePump {
                 item = .failure(error)
             }
             guard await handOff.deliver(item), case .event = item else { return }
+        }
+    }
+}
+
+/// Stops an alarm whose clock type the caller does not know.
+protocol KeepaliveAlarmStopping: Sendable {
+    func stop()
+}
+
+/// One timer for a stream's whole life: it sleeps until the deadline the consumer waits
+/// for and calls `fire` if the consumer is still waiting for it then.
+///
+/// A deadline that moves later while the alarm sleeps costs nothing at once: the alarm
+/// wakes at the old one, sees the new one and sleeps again. Only a deadline earlier than
+/// the one it sleeps on restarts it.
+final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @unchecked Sendable {
+    private struct State {
+        /// The deadline the consumer waits for; nil while it does not wait.
+        var target: C.Instant?
+        /// What the alarm's task sleeps until, while it sleeps.
+        var sleepingUntil: C.Instant?
+        /// The task, parked until there is a target.
+        var parked: CheckedContinuation<C.Instant?, Never>?
+        var task: Task<Void, Never>?
+        var stopped = false
+    }
+
+    private let clock: C
+    private let fire: @Sendable () -> Void
+    private let state = Mutex(State())
+
+    init(clock: C, fire: @escaping @Sendable () -> Void) {
+        self.clock = clock
+        self.fire = fire
+    }
+
+    /// Wakes the consumer at `deadline` (nil: the consumer no longer waits).
+    func set(_ deadline: C.Instant?) {
+        let action = self.state.withLock { state -> AlarmAction in
+            guard !state.stopped else { return .none }
+            state.target = deadline
+            guard let deadline else { return .none }
+            if let parked = state.parked {
+                state.parked = nil
+                state.sleepingUntil = deadline
+                return .resume(parked, deadline)
+            }
+            if state.task == nil { return .start }
+            if let sleepingUntil = state.sleepingUntil, deadline < sleepingUntil {
+                defer { state.task = nil; state.sleepingUntil = nil }
+                return .restart(state.task)
+            }
+            return .none
+        }
+        switch action {
+        case .none: break
+        case .resume(let parked, let deadline): parked.resume(returning: deadline)
+        case .start: self.start()
+        case .restart(let old):
+            old?.cancel()
+            self.start()
+        }
+    }
+
+    /// What `set` does once the lock is released.
+    private enum AlarmAction {
+        case none
+        case resume(CheckedContinuation<C.Instant?, Never>, C.Instant)
+        case start
+        case restart(Task<Void, Never>?)
+    }
+
+    func stop() {
+        let (parked, task) = self.state.withLock { state in
+            state.stopped = true
+            defer { state.parked = nil; state.task = nil }
+            return (state.parked, state.task)
+        }
+        parked?.resume(returning: nil)
+        task?.cancel()
+    }
+
+    private func start() {
+        let task = Task { await self.run() }
+        let stoppedMeanwhile = self.state.withLock { state in
+            guard !state.stopped else { return true }
+            state.task = task
+            return false
+        }
+        if stoppedMeanwhile { task.cancel() }
+    }
+
+    private func run() async {
+        while !Task.isCancelled {
+            let next: C.Instant? = await withCheckedContinuation { (parked: CheckedContinuation<C.Instant?, Never>) in
+                let ready = self.state.withLock { state -> C.Instant?? in
+                    if state.stopped { return .some(nil) }
+                    if let target = state.target {
+                        state.sleepingUntil = target
+                        return .some(target)
+                    }
+                    state.parked = parked
+                    return nil
+                }
+                if let ready { parked.resume(returning: ready) }
+            }
+            guard let deadline = next else { return }
+            do {
+                try await self.clock.sleep(until: deadline, tolerance: nil)
+            } catch {
+                return  // stopped, or restarted for an earlier deadline
+            }
+            let due = self.state.withLock { state -> Bool in
+                state.sleepingUntil = nil
+                guard let target = state.target, self.clock.now >= target else { return false }
+                state.target = nil
+                return true
+            }
+            if due { self.fire() }
         }
     }
 }

@@ -303,13 +303,20 @@ struct ChatExchange {
         return "req_" + String(generator.next(), radix: 16) + String(generator.next() & 0xFFFF, radix: 16)
     }
 
+    /// Seconds as milliseconds with one decimal ("105.5"), without Foundation's `String(format:)`,
+    /// which cost 2% of the CPU of a one-chunk request.
+    static func milliseconds(_ seconds: Double) -> String {
+        let tenths = Int((seconds * 10_000).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
     /// The request's journal entry: one readable line, and every field of the record.
     static func log(_ record: UsageRecord, logger: Logger) {
         var metadata: Logger.Metadata = [
             "message_id": .string(LogMessageID.requestCompleted),
             "status": .stringConvertible(record.status),
             "stream": .stringConvertible(record.stream),
-            "total_ms": .string(String(format: "%.1f", (record.totalTime ?? 0) * 1000)),
+            "total_ms": .string(Self.milliseconds(record.totalTime ?? 0)),
             "events_received": .stringConvertible(record.eventsReceived),
             "events_sent": .stringConvertible(record.eventsSent),
             "empty_chunks_dropped": .stringConvertible(record.emptyChunksDropped),
@@ -319,8 +326,8 @@ struct ChatExchange {
         if let model = record.servedModel { metadata["served_model"] = .string(HTTPRequestHandler.printable(model)) }
         if let reason = record.finishReason { metadata["finish_reason"] = .string(HTTPRequestHandler.printable(reason)) }
         if let error = record.error { metadata["error"] = .string(error) }
-        if let ttfb = record.timeToFirstByte { metadata["ttfb_ms"] = .string(String(format: "%.1f", ttfb * 1000)) }
-        if let ttfc = record.timeToFirstContent { metadata["ttfc_ms"] = .string(String(format: "%.1f", ttfc * 1000)) }
+        if let ttfb = record.timeToFirstByte { metadata["ttfb_ms"] = .string(Self.milliseconds(ttfb)) }
+        if let ttfc = record.timeToFirstContent { metadata["ttfc_ms"] = .string(Self.milliseconds(ttfc)) }
         if record.clientDisconnected { metadata["client_disconnected"] = "true" }
         if !record.moderation.isEmpty { metadata["moderation"] = .string(record.moderation.map(\.summary).joined(separator: "; ")) }
         let tokens = record.tokens
@@ -334,7 +341,7 @@ struct ChatExchange {
         line += "status \(record.status)"
         if let reason = record.finishReason { line += ", \(HTTPRequestHandler.printable(reason))" }
         if let prompt = tokens.prompt, let completion = tokens.completion { line += ", \(prompt)+\(completion) tokens" }
-        line += String(format: ", %.0f ms", (record.totalTime ?? 0) * 1000)
+        line += ", \(Int(((record.totalTime ?? 0) * 1000).rounded())) ms"
         logger.info("\(line)", metadata: metadata)
     }
 }

@@ -49,7 +49,11 @@ struct GatewayListener {
     func run(onListening: @Sendable () async -> Void, onShutdownRequested: @escaping @Sendable () -> Void) async throws {
         let quiescing = ServerQuiescingHelper(group: self.eventLoopGroup)
         let bootstrap = ServerBootstrap(group: self.eventLoopGroup)
-            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            // The kernel caps this at net.core.somaxconn (4096 by default); a burst of
+            // connections waits in the queue instead of being refused with EAGAIN.
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            // Accept up to 16 waiting connections per wake-up (nginx's multi_accept).
+            .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -28,7 +28,7 @@ public struct GatewayRuntime: Sendable {
             case .openAICompatible:
                 upstreams[settings.name] = OpenAICompatibleUpstream(
                     settings: settings,
-                    client: clients.client(for: settings),
+                    clients: clients.client(for: settings),
                     apiKey: APIKeySource.resolve(settings, environment: environment),
                     maximumEventSize: config.server.maxEventSize.bytes,
                     maximumBodySize: config.server.maxResponseBody.bytes

@@ -16,7 +16,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     public let name: String
     private let chatURL: String
     private let headers: HTTPHeaders
-    private let client: HTTPClient
+    private let clients: UpstreamClientSet
     private let totalTimeout: Duration
     private let headTimeout: Duration
     private let idleTimeout: Duration
@@ -25,9 +25,9 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     /// Why requests cannot be sent (a missing key), if they cannot.
     private let unusableReason: String?
 
-    public init(
+    init(
         settings: UpstreamSettings,
-        client: HTTPClient,
+        clients: UpstreamClientSet,
         apiKey: Result<String?, ConfigError>,
         maximumEventSize: Int,
         maximumBodySize: Int
@@ -51,7 +51,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             self.unusableReason = error.description
         }
         self.headers = headers
-        self.client = client
+        self.clients = clients
         self.totalTimeout = settings.totalTimeout.duration
         self.headTimeout = settings.headTimeout.duration
         self.idleTimeout = settings.idleTimeout.duration
@@ -77,7 +77,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         let upstreamName = self.name
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         let response: HTTPClientResponse
-        let client = self.client
+        let client = self.clients.next()
         let deadline = NIODeadline.now() + .nanoseconds(Int64(self.totalTimeout.components.seconds) * 1_000_000_000)
         let headTimeout = self.headTimeout
         let logger = context.logger
