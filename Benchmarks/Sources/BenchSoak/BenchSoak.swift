@@ -37,7 +37,7 @@ enum BenchSoak {
         let group = MultiThreadedEventLoopGroup.singleton
         let ledgerLinesBefore = UsageLedgerTally.lineCount(path: configuration.ledgerPath)
         let requestsBefore = await self.health(configuration, group: group)?.requestsTotal
-        let progress = SoakProgress(totalRequests: configuration.requests, steps: configuration.steps, pid: configuration.pid)
+        let progress = SoakProgress(totalRequests: configuration.requests, mix: configuration.mix, steps: configuration.steps, pid: configuration.pid)
         progress.sample(label: "start")
         printToStandardError("bench-soak: \(configuration.requests) requests, \(configuration.concurrency) clients")
 
@@ -82,7 +82,7 @@ enum BenchSoak {
             activeStreamsAtEnd: health?.activeStreams, relayRequestsCounted: relayRequestsCounted,
             checks: SoakReport.checks(
                 kinds: kinds, contentChunks: contentChunks, minimumContentChunks: configuration.minimumContentChunks,
-                samples: samples, warmUpLabel: warmUpLabel, tolerance: configuration.growthTolerance, ledger: ledger,
+                samples: samples, concurrency: configuration.concurrency, warmUpLabel: warmUpLabel, tolerance: configuration.growthTolerance, ledger: ledger,
                 expectedLedger: expectedLedger, activeStreams: health?.activeStreams, relayRequestsCounted: relayRequestsCounted
             )
         )

@@ -17,11 +17,12 @@ struct SoakConfiguration: Sendable {
     /// How long to wait for the last ledger lines (hang-ups are recorded after the client left).
     var ledgerWaitSeconds: Int
     var jsonPath: String?
+    var mix: [SoakRequestKind]
 
     static let usage = """
         usage: bench-soak --socket PATH --pid PID --ledger PATH [--requests N] [--concurrency C]
                           [--min-content-chunks N] [--tolerance PERCENT] [--steps N]
-                          [--idle-timeout S] [--ledger-wait S] [--json PATH]
+                          [--idle-timeout S] [--ledger-wait S] [--json PATH] [--only KIND]
 
           --socket PATH            the relay's Unix socket
           --pid PID                the relay's process, sampled from /proc (RSS, descriptors, threads)
@@ -37,6 +38,8 @@ struct SoakConfiguration: Sendable {
           --idle-timeout S         a request with no byte for S seconds fails (default 30)
           --ledger-wait S          at most this long for the ledger to catch up at the end (default 60)
           --json PATH              also write the report as JSON
+          --only KIND              send only this kind (to find which path leaks): stream, completion,
+                                   unknown_model, invalid_json, upstream_500, upstream_429, disconnect
         Exits 0 when every check passes, 1 when one fails, 2 on a bad command line.
         """
 
@@ -44,7 +47,7 @@ struct SoakConfiguration: Sendable {
         let options = try CommandLineOptions(arguments, flagNames: [], usage: Self.usage)
         try options.rejectUnknown(besides: [
             "socket", "pid", "ledger", "requests", "concurrency", "min-content-chunks", "tolerance", "steps",
-            "idle-timeout", "ledger-wait", "json",
+            "idle-timeout", "ledger-wait", "json", "only",
         ])
         guard let socket = options.string("socket"), let ledger = options.string("ledger") else {
             throw OptionError("--socket and --ledger are required\n\(Self.usage)")
@@ -61,6 +64,12 @@ struct SoakConfiguration: Sendable {
         self.idleTimeoutSeconds = try options.integer("idle-timeout", default: 30)
         self.ledgerWaitSeconds = try options.integer("ledger-wait", default: 60)
         self.jsonPath = options.string("json")
+        if let only = options.string("only") {
+            guard let kind = SoakRequestKind(rawValue: only) else { throw OptionError("--only: no kind '\(only)'\n\(Self.usage)") }
+            self.mix = [kind]
+        } else {
+            self.mix = SoakMix.cycle
+        }
         guard self.requests > 0, self.concurrency > 0, self.steps >= 2 else {
             throw OptionError("--requests and --concurrency must be positive, --steps at least 2")
         }

@@ -50,15 +50,6 @@ enum SoakMix {
     static let streamContentChunks = 50
     static let contentChunksBeforeHangUp = 5
 
-    static func kind(of index: Int) -> SoakRequestKind { self.cycle[index % self.cycle.count] }
-
-    /// How many requests of each kind a run of `total` requests sends.
-    static func counts(total: Int) -> [SoakRequestKind: Int] {
-        var counts: [SoakRequestKind: Int] = [:]
-        for index in 0..<total { counts[self.kind(of: index), default: 0] += 1 }
-        return counts
-    }
-
     /// The request for `kind`, over the Unix socket (`Host: localhost`).
     static func request(_ kind: SoakRequestKind) -> (head: HTTPRequestHead, body: ByteBuffer) {
         let body: String

@@ -43,15 +43,15 @@ struct SoakWorker: Sendable {
 
     func run() async -> WorkerTally {
         var tally = WorkerTally()
-        var next = self.progress.takeRequest()
+        var next = await self.progress.takeRequest()
         while let first = next {
             let channel: SoakConnection.Channel
             do {
                 channel = try await SoakConnection.open(socketPath: self.socketPath, group: self.group, idleTimeout: self.idleTimeout)
                 tally.connectionsOpened += 1
             } catch {
-                self.record(SoakAnswer(), kind: SoakMix.kind(of: first), failure: "connect_failed", into: &tally)
-                next = self.progress.takeRequest()
+                self.record(SoakAnswer(), kind: self.progress.kind(of: first), failure: "connect_failed", into: &tally)
+                next = await self.progress.takeRequest()
                 continue
             }
             // Sends requests on this connection while it stays usable; then `next` is the
@@ -62,7 +62,7 @@ struct SoakWorker: Sendable {
                 var current: Int? = first
                 var answeredOnThisConnection = 0
                 while let index = current {
-                    let kind = SoakMix.kind(of: index)
+                    let kind = self.progress.kind(of: index)
                     let answer: SoakAnswer
                     do {
                         answer = try await SoakConnection.exchange(kind, outbound: outbound, responses: &responses)
@@ -78,7 +78,7 @@ struct SoakWorker: Sendable {
                     answeredOnThisConnection += 1
                     let failure = answer.failure(for: kind)
                     self.record(answer, kind: kind, failure: failure, into: &tally)
-                    current = self.progress.takeRequest()
+                    current = await self.progress.takeRequest()
                     if !answer.connectionReusable || failure != nil {
                         next = current
                         return
