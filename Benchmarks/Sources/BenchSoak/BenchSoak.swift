@@ -72,7 +72,9 @@ enum BenchSoak {
         let expectedLedger = UsageLedgerTally.expectedOutcomes(for: kinds.mapValues(\.sent))
         let relayRequestsCounted = health.flatMap { now in requestsBefore.map { now.requestsTotal - $0 } }
         let contentChunks = kinds.values.reduce(0) { $0 + $1.contentChunks }
-        let warmUpLabel = samples.first { $0.label != "start" }?.label ?? "?"
+        // The warm-up is the `warmUpSteps`-th sample after the start.
+        let stepSamples = samples.filter { $0.label != "start" && $0.label != "end" }
+        let warmUpLabel = stepSamples.count >= configuration.warmUpSteps ? stepSamples[configuration.warmUpSteps - 1].label : "?"
         return SoakReport(
             requests: sent, concurrency: configuration.concurrency, durationSeconds: duration,
             kinds: Dictionary(uniqueKeysWithValues: kinds.map { ($0.key.rawValue, $0.value) }),

@@ -13,6 +13,8 @@ struct SoakConfiguration: Sendable {
     var growthTolerance: Double
     /// Samples taken during the run; the first is the warm-up.
     var steps: Int
+    /// How many steps the warm-up lasts; its last sample is what later ones are held to.
+    var warmUpSteps: Int
     var idleTimeoutSeconds: Int
     /// How long to wait for the last ledger lines (hang-ups are recorded after the client left).
     var ledgerWaitSeconds: Int
@@ -21,7 +23,7 @@ struct SoakConfiguration: Sendable {
 
     static let usage = """
         usage: bench-soak --socket PATH --pid PID --ledger PATH [--requests N] [--concurrency C]
-                          [--min-content-chunks N] [--tolerance PERCENT] [--steps N]
+                          [--min-content-chunks N] [--tolerance PERCENT] [--steps N] [--warm-up-steps K]
                           [--idle-timeout S] [--ledger-wait S] [--json PATH] [--only KIND]
 
           --socket PATH            the relay's Unix socket
@@ -35,6 +37,7 @@ struct SoakConfiguration: Sendable {
           --tolerance PERCENT      allowed growth after warm-up of RSS, descriptors, threads (default 10)
           --steps N                samples during the run, one per N-th of the requests (default 10);
                                    the first is the warm-up
+          --warm-up-steps K        the warm-up lasts K steps (default 1)
           --idle-timeout S         a request with no byte for S seconds fails (default 30)
           --ledger-wait S          at most this long for the ledger to catch up at the end (default 60)
           --json PATH              also write the report as JSON
@@ -47,7 +50,7 @@ struct SoakConfiguration: Sendable {
         let options = try CommandLineOptions(arguments, flagNames: [], usage: Self.usage)
         try options.rejectUnknown(besides: [
             "socket", "pid", "ledger", "requests", "concurrency", "min-content-chunks", "tolerance", "steps",
-            "idle-timeout", "ledger-wait", "json", "only",
+            "idle-timeout", "ledger-wait", "json", "only", "warm-up-steps",
         ])
         guard let socket = options.string("socket"), let ledger = options.string("ledger") else {
             throw OptionError("--socket and --ledger are required\n\(Self.usage)")
@@ -61,6 +64,7 @@ struct SoakConfiguration: Sendable {
         self.minimumContentChunks = try options.integer("min-content-chunks", default: 0)
         self.growthTolerance = (try options.double("tolerance") ?? 10) / 100
         self.steps = try options.integer("steps", default: 10)
+        self.warmUpSteps = try options.integer("warm-up-steps", default: 1)
         self.idleTimeoutSeconds = try options.integer("idle-timeout", default: 30)
         self.ledgerWaitSeconds = try options.integer("ledger-wait", default: 60)
         self.jsonPath = options.string("json")
@@ -70,8 +74,8 @@ struct SoakConfiguration: Sendable {
         } else {
             self.mix = SoakMix.cycle
         }
-        guard self.requests > 0, self.concurrency > 0, self.steps >= 2 else {
-            throw OptionError("--requests and --concurrency must be positive, --steps at least 2")
+        guard self.requests > 0, self.concurrency > 0, self.steps >= 2, (1..<self.steps).contains(self.warmUpSteps) else {
+            throw OptionError("--requests and --concurrency must be positive, --steps at least 2, --warm-up-steps from 1 to steps - 1")
         }
     }
 }
