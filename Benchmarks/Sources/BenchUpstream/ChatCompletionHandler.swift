@@ -101,6 +101,14 @@ final class ChatCompletionHandler: ChannelInboundHandler {
             )
             return
         }
+        if let status = script.errorStatus {
+            let code = status == 429 ? "rate_limit_exceeded" : "bench_upstream_error"
+            self.sendError(
+                status: HTTPResponseStatus(statusCode: status), code: code,
+                message: "bench-upstream fails this model with \(status) on purpose", head: head, context: context
+            )
+            return
+        }
         guard request.stream == true else {
             let payloads = ChunkPayloads.forContentChunks(script.contentChunks)
             self.sendJSON(status: .ok, body: payloads.completion, head: head, context: context)

@@ -7,14 +7,18 @@
 /// - `dN`: N milliseconds between content chunks (default 0: as fast as the socket takes them)
 /// - `bN`: flush the socket every N events (default 1: one write per event, as a real
 ///   upstream that produces tokens one at a time)
+/// - `sN`: answer HTTP status N (400 to 599) with an OpenAI-style error instead, as a
+///   provider that fails (`bench-s500`) or rate-limits (`bench-s429`); for the soak's errors
 /// - `vN`: ignored, so that `bench-v1` names the defaults
 ///
-/// `bench-c50`, `bench-c50-e20`, `bench-c60-d1000`.
+/// `bench-c50`, `bench-c50-e20`, `bench-c60-d1000`, `bench-s500`.
 struct StreamScript: Hashable, Sendable {
     var contentChunks = 50
     var emptyChunksBeforeContent = 0
     var millisecondsBetweenContent = 0
     var eventsPerFlush = 1
+    /// Set by `sN`: the request fails with this status.
+    var errorStatus: Int?
 
     static let modelPrefix = "bench-"
 
@@ -28,6 +32,7 @@ struct StreamScript: Hashable, Sendable {
             case "e": self.emptyChunksBeforeContent = value
             case "d": self.millisecondsBetweenContent = value
             case "b" where value >= 1: self.eventsPerFlush = value
+            case "s" where (400...599).contains(value): self.errorStatus = value
             case "v": continue
             default: return nil
             }

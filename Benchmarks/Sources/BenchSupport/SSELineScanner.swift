@@ -10,11 +10,14 @@ import NIOCore
 /// Splits a response body into lines, across reads, without copying complete lines.
 ///
 /// Only the tail of a read that does not end in a newline is kept until the next read.
-struct SSELineScanner {
+/// Shared by `bench-load` and `bench-soak`.
+public struct SSELineScanner {
     private var partialLine: [UInt8] = []
 
+    public init() {}
+
     /// Calls `onLine` with each complete line of `buffer` (without `\n` or `\r\n`).
-    mutating func scan(_ buffer: ByteBuffer, onLine: (UnsafeRawBufferPointer) -> Void) {
+    public mutating func scan(_ buffer: ByteBuffer, onLine: (UnsafeRawBufferPointer) -> Void) {
         buffer.withUnsafeReadableBytes { bytes in
             guard let base = bytes.baseAddress, bytes.count > 0 else { return }
             var start = 0
@@ -49,7 +52,7 @@ struct SSELineScanner {
 /// OpenAI-style streams put each event on one `data:` line, so a data line is counted as an
 /// event. Content is text the client would show: a `"content":"` with at least one character,
 /// which leaves out the role chunk's empty content, empty `delta:{}` chunks, finish and usage.
-enum SSELine: Equatable {
+public enum SSELine: Equatable {
     case data(carriesContent: Bool, isDone: Bool)
     case comment
     case other
@@ -58,7 +61,7 @@ enum SSELine: Equatable {
     private static let contentKey = Array(#""content":"#.utf8)
     private static let done = Array("[DONE]".utf8)
 
-    init(_ line: UnsafeRawBufferPointer) {
+    public init(_ line: UnsafeRawBufferPointer) {
         if line.first == UInt8(ascii: ":") {
             self = .comment
             return
