@@ -153,10 +153,26 @@ final class LoopbackUpstream: Sendable {
             // The seed again, 10 ms between events: a stream that lasts about 1.3 s (longer on a
             // loaded machine; the drain test gives it 12 s).
             try await Self.writeSeed(to: writer, gap: .milliseconds(10))
-        case "loop-seed-paced":
-            // The seed with 30 ms between events: about 4 s, long enough for hundreds of
-            // them to be in flight together, short enough to finish within a drain time.
-            try await Self.writeSeed(to: writer, gap: .milliseconds(30))
+        case "loop-short-paced", "loop-long-paced":
+            // Light streams for hundreds at once: a chunk every 300 ms, 12 of them (about 4 s,
+            // within a drain time) or up to 200 (a minute, cut by it).
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                for index in 0..<(model == "loop-short-paced" ? 12 : 200) {
+                    try await Task.sleep(for: .milliseconds(300))
+                    try await bodyWriter.write(Self.chunk(#"{"content":"part\#(index) "}"#))
+                }
+                try await bodyWriter.write(Self.chunk("{}", finish: "stop"))
+                try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await bodyWriter.finish(nil)
+                self.publish("finished:\(model)")
+            } catch {
+                self.publish("cancelled:\(model)")
+                throw error
+            }
         case "loop-json":
             var head = HTTPResponse(status: .ok)
             head.headerFields[.contentType] = "application/json"
