@@ -46,7 +46,8 @@ struct UntrustedUpstreamTests {
         Case(name: "an event larger than max_event_size", model: "loop-huge-event", errorCode: "upstream_error", errorMentions: "larger than 65536 bytes"),
         Case(name: "a line that never ends", model: "loop-endless-line", errorCode: "upstream_error", errorMentions: "larger than 65536 bytes"),
         Case(name: "comment lines forever, never a blank line", model: "loop-comment-lines", errorCode: "upstream_error", errorMentions: "larger than 65536 bytes"),
-        Case(name: "comment blocks forever", model: "loop-comment-flood", errorCode: "upstream_timeout", errorMentions: "nothing but comments"),
+        // Before CommentsOnlyTimeout this one ran for the loopback's whole 15 s and ended with no error event.
+        Case(name: "comment blocks, 10,000 a second", model: "loop-comment-flood", errorCode: "upstream_timeout", errorMentions: "nothing but comments"),
         // Passed on as bytes (curl's body shows the bad bytes as U+FFFD), classified "other".
         Case(name: "invalid UTF-8 in a data event", model: "loop-bad-utf8", relayed: #""content":"bad \#u{FFFD}"#),
         Case(name: "JSON nested 20,000 levels deep in a data event", model: "loop-deep-json", relayed: #""content":"deep ""#),

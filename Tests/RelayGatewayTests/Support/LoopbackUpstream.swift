@@ -257,9 +257,10 @@ final class LoopbackUpstream: Sendable {
     /// Streams that never end on their own, each after a role chunk and `Olá`:
     /// - `loop-huge-event`: one event of 1 KB `data:` lines that never gets its blank line;
     /// - `loop-endless-line`: one `data:` line that never gets its newline;
-    /// - `loop-comment-flood`: `: x` comment blocks, each ended, forever;
+    /// - `loop-comment-flood`: `: x` comment blocks, each ended, 10,000 a second;
     /// - `loop-comment-lines`: `: x` comment lines with no blank line, forever.
-    /// They go on until the daemon hangs up (`cancelled:MODEL`) or ``untrustedCap`` is sent.
+    /// They go on until the daemon hangs up (`cancelled:MODEL`), or give up after
+    /// ``untrustedCap`` bytes or 15 s and end the body (`finished:MODEL`).
     private func writeUntrusted(_ model: String, to writer: consuming ResponseWriter) async throws {
         var head = HTTPResponse(status: .ok)
         head.headerFields[.contentType] = "text/event-stream"
@@ -268,7 +269,7 @@ final class LoopbackUpstream: Sendable {
         switch model {
         case "loop-huge-event": piece = ByteBuffer(string: String(repeating: "data: " + String(repeating: "x", count: 1018) + "\n", count: 64))
         case "loop-endless-line": piece = ByteBuffer(string: String(repeating: "x", count: 65536))
-        case "loop-comment-flood": piece = ByteBuffer(string: String(repeating: ": x\n\n", count: 10923))
+        case "loop-comment-flood": piece = ByteBuffer(string: String(repeating: ": x\n\n", count: 100))
         default: piece = ByteBuffer(string: String(repeating: ": x\n", count: 16384))
         }
         do {
@@ -276,9 +277,14 @@ final class LoopbackUpstream: Sendable {
             try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#))
             if model == "loop-endless-line" { try await bodyWriter.write(ByteBuffer(string: #"data: {"choices":[{"index":0,"delta":{"content":""#)) }
             var sent = 0
-            while sent < Self.untrustedCap {
+            let clock = ContinuousClock()
+            let giveUp = clock.now.advanced(by: .seconds(15))
+            while sent < Self.untrustedCap, clock.now < giveUp {
                 try await bodyWriter.write(piece)
                 sent += piece.readableBytes
+                // The comment flood is paced (10,000 blocks a second), so that the daemon
+                // keeps up: only then do its bytes keep the transport's idle timer from firing.
+                if model == "loop-comment-flood" { try await Task.sleep(for: .milliseconds(10)) }
             }
             try await bodyWriter.finish(nil)
             self.publish("finished:\(model)")
