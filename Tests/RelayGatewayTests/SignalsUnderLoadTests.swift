@@ -119,6 +119,59 @@ struct SignalsUnderLoadTests {
         }
     }
 
+    @Test("SIGTERM: streams whose upstream never pauses still end with shutting_down at the drain time")
+    func stopCutsFirehoses() async throws {
+        let upstream = try await LoopbackUpstream.start()
+        defer { Task { await upstream.stop() } }
+        let directory = try TestPaths.temporaryDirectory("sigterm-firehose")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let gateway = try await GatewayProcess.start(config: Self.config(loopbackPort: upstream.port, ledger: directory + "/usage.jsonl", drain: "2s"))
+        let socket = gateway.socketPath
+        let request = RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "loop-firehose", stream: true))
+        // More such streams than the daemon has cores (and so threads in Swift's cooperative
+        // pool), each read as fast as it comes, keeping only its end (it is megabytes).
+        let streams = ProcessInfo.processInfo.activeProcessorCount + 2
+        let clients = (0..<streams).map { _ in
+            Task {
+                try await onOwnThread { () -> (tail: String, bytes: Int) in
+                    let fd = try RawUnixClient.connect(socket)
+                    defer { close(fd) }
+                    let bytes = Array(request.utf8)
+                    _ = write(fd, bytes, bytes.count)
+                    var tail = [UInt8]()
+                    var total = 0
+                    var buffer = [UInt8](repeating: 0, count: 65536)
+                    while true {
+                        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                        guard poll(&descriptor, 1, 60_000) > 0 else { break }
+                        let count = read(fd, &buffer, buffer.count)
+                        guard count > 0 else { break }
+                        total += count
+                        tail = Array((tail + buffer[..<count]).suffix(4096))
+                        if tail.count >= 7, tail.suffix(7).elementsEqual(Array("\r\n0\r\n\r\n".utf8)) { break }
+                    }
+                    return (String(decoding: tail, as: UTF8.self), total)
+                }
+            }
+        }
+        #expect(await upstream.waitFor("request:loop-firehose", count: streams))
+        let signalled = ContinuousClock.now
+        gateway.signal(SIGTERM)
+        #expect(try await gateway.waitForNotification("STOPPING=1"))
+        var relayed: [Int] = []
+        for client in clients {
+            let (tail, total) = try await client.value
+            relayed.append(total)
+            let events = RawAnswer(text: tail).dataEvents
+            let last = try? JSONValue(parsing: Array((events.last ?? "").utf8))
+            #expect(last?["error"]?["code"]?.stringValue == "shutting_down", "\(tail.suffix(300))")
+            #expect(tail.hasSuffix("\r\n0\r\n\r\n"))
+        }
+        print("\(streams) firehoses: ended \(ContinuousClock.now - signalled) after SIGTERM (drain_timeout 2s), bytes relayed each: \(relayed)")
+        #expect(upstream.count("finished:loop-firehose") == 0, "ended by the drain, not by the upstream")
+        #expect(try await gateway.stop() == 0)
+    }
+
     @Test("SIGHUP every second while 20 clients keep asking: every reload happens, no request fails")
     func reloadEverySecondUnderLoad() async throws {
         let upstream = try await LoopbackUpstream.start()

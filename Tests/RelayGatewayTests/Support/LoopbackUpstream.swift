@@ -153,6 +153,29 @@ final class LoopbackUpstream: Sendable {
             // The seed again, 10 ms between events: a stream that lasts about 1.3 s (longer on a
             // loaded machine; the drain test gives it 12 s).
             try await Self.writeSeed(to: writer, gap: .milliseconds(10))
+        case "loop-firehose":
+            // Content as fast as it can be taken, for up to 30 s: a stream that never pauses.
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            let clock = ContinuousClock()
+            let giveUp = clock.now.advanced(by: .seconds(30))
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                let piece = Self.chunk(#"{"content":"\#(String(repeating: "x", count: 400))"}"#)
+                while clock.now < giveUp {
+                    try await bodyWriter.write(piece)
+                    // A write to a socket with room returns without suspending: yield, or a
+                    // few of these loops would hold every thread of this process's pool.
+                    await Task.yield()
+                }
+                try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await bodyWriter.finish(nil)
+                self.publish("finished:\(model)")
+            } catch {
+                self.publish("cancelled:\(model)")
+                throw error
+            }
         case "loop-short-paced", "loop-long-paced":
             // Light streams for hundreds at once: a chunk every 300 ms, 12 of them (about 4 s,
             // within a drain time) or up to 200 (a minute, cut by it).
