@@ -67,6 +67,57 @@ struct HostileClientTests {
             }
             return String(decoding: received, as: UTF8.self)
         }
+
+        /// Reads until `count` whole responses have come (or the peer closes, or nothing
+        /// arrives for `timeoutSeconds`) and returns them split apart, in order.
+        func readResponses(_ count: Int, timeoutSeconds: Int32 = 30) -> [String] {
+            var received = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let responses = Self.split(received)
+                if responses.count >= count { return responses }
+                var descriptor = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&descriptor, 1, timeoutSeconds * 1000) > 0 else { return responses }
+                let got = read(self.fd, &buffer, buffer.count)
+                guard got > 0 else { return responses }
+                received += buffer[..<got]
+            }
+        }
+
+        /// Splits bytes into whole HTTP/1.1 responses by their framing (Content-Length, or
+        /// chunked up to its last chunk); an unfinished one at the end is left out.
+        static func split(_ bytes: [UInt8]) -> [String] {
+            var responses: [String] = []
+            var start = 0
+            func find(_ pattern: [UInt8], from index: Int) -> Int? {
+                guard bytes.count >= pattern.count, index <= bytes.count - pattern.count else { return nil }
+                return (index...(bytes.count - pattern.count)).first { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) }
+            }
+            let crlf: [UInt8] = [13, 10]
+            while let headEnd = find(crlf + crlf, from: start) {
+                let head = String(decoding: bytes[start..<headEnd], as: UTF8.self).lowercased()
+                var end = headEnd + 4
+                if head.contains("transfer-encoding: chunked") {
+                    var finished = false
+                    while !finished {
+                        guard let lineEnd = find(crlf, from: end),
+                            let size = Int(String(decoding: bytes[end..<lineEnd], as: UTF8.self), radix: 16)
+                        else { return responses }
+                        end = lineEnd + 2 + size + 2
+                        guard end <= bytes.count else { return responses }
+                        finished = size == 0
+                    }
+                } else {
+                    let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                        .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+                    end += length
+                    guard end <= bytes.count else { return responses }
+                }
+                responses.append(String(decoding: bytes[start..<end], as: UTF8.self))
+                start = end
+            }
+            return responses
+        }
     }
 
     static let healthRequest = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -180,6 +231,39 @@ struct HostileClientTests {
         }
         #expect(responses[0].contains("data: [DONE]") && responses[2].contains("data: [DONE]"))
         #expect(responses[1].contains(#""object":"chat.completion""#))
+        #expect(try await gateway.stop() == 0)
+    }
+
+    @Test("Pipelining: a stream, a whole answer, a health check and another stream written back to back are answered in order, complete")
+    func pipelined() async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        let stream = RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "grok-4-fast", stream: true))
+        let whole = RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "grok-4-fast", stream: false))
+        let responses = try await onOwnThread { () -> [String] in
+            let connection = try Connection(socket)
+            // One write: every request is in the daemon's socket before the first answer.
+            connection.send(stream + whole + Self.healthRequest + stream)
+            return connection.readResponses(4)
+        }
+        try #require(responses.count == 4, "\(responses.map { $0.prefix(200) })")
+        for (index, response) in responses.enumerated() {
+            #expect(response.hasPrefix("HTTP/1.1 200"), "response \(index): \(response.prefix(200))")
+        }
+        for index in [0, 3] {
+            #expect(responses[index].contains("text/event-stream"), "response \(index)")
+            #expect(responses[index].contains("data: [DONE]"), "response \(index) is a whole stream")
+            // (CR LF first made LF: a Swift String sees CR LF as one Character, not as LF.)
+            let lines = responses[index].replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n")
+            #expect(lines.filter { $0.hasPrefix("data: ") }.count == 128, "response \(index): every event")
+        }
+        #expect(responses[1].contains(#""object":"chat.completion""#))
+        #expect(!responses[1].contains("data: "))
+        #expect(responses[2].contains(#""status":"ok""#), "\(responses[2])")
+        let ids = responses.compactMap { response in
+            response.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-request-id:") }
+        }
+        #expect(Set(ids).count == 3, "three chat answers, each its own request: \(ids)")
         #expect(try await gateway.stop() == 0)
     }
 

@@ -12,9 +12,9 @@
 # (Tests/system/sandbox/sandbox.sh) with the project's unit files from systemd/, unchanged,
 # plus one test drop-in (CHATRELAYD_TEST_HOOKS=1, WatchdogSec=4s), and checks socket
 # activation, STATUS=, reload during a stream, a watchdog restart, stop with a drain, and
-# the journal fields. Prints PASS:/FAIL: lines and, last, "N passed, M failed"; exits 1 if
-# anything failed. Prints "SKIP: reason" and exits 0 when it cannot run here (not root,
-# no unshare, no systemd). Takes under a minute.
+# the journal fields, and kill -9 of the socket-activated daemon. Prints PASS:/FAIL: lines
+# and, last, "N passed, M failed"; exits 1 if anything failed. Prints "SKIP: reason" and
+# exits 0 when it cannot run here (not root, no unshare, no systemd). Takes about a minute.
 # CHATRELAYD_SYSTEST_JOURNAL=FILE: write the sandbox's whole journal to FILE before teardown.
 set -euo pipefail
 
@@ -399,6 +399,51 @@ if [ $urc -eq 0 ] && printf '%s\n' "$uout" | grep -E '^app-systest@grok-4-fast\.
    && printf '%s\n' "$uout" | grep -E '^app-systest@grok-slow\.service \(apptester\) +1 +1 ' >/dev/null; then
   pass "chatrelayd usage lists both services by unit"
 else fail "chatrelayd usage (exit $urc) does not list app-systest@grok-4-fast.service and app-systest@grok-slow.service as expected"; fi
+
+# ---- 7. kill -9 while socket-activated ---------------------------------------------------
+# systemd keeps the listening socket while the daemon is dead: clients that connect in the
+# gap queue in its backlog (Backlog=1024) and are served by the daemon Restart=on-failure
+# brings back (SIGKILL is an unclean exit) after RestartSec=1s.
+echo "== 7. kill -9 while socket-activated"
+chat grok-4-fast "$work/k0" || true   # the service is up (activated again by section 6)
+n0=$(prop chatrelayd.service NRestarts); old=$(prop chatrelayd.service MainPID)
+info "Restart=$(prop chatrelayd.service Restart) RestartUSec=$(prop chatrelayd.service RestartUSec) NRestarts=$n0 MainPID=$old"
+t=$(date +%s.%N)
+inns kill -9 "$old" || true
+# Wait for systemd to notice the death, so that every client below connects while no daemon runs.
+gap=no
+for _ in $(seq 100); do
+  a=$(prop chatrelayd.service ActiveState)/$(prop chatrelayd.service SubState)
+  [ "$a" = activating/auto-restart ] && { gap=yes; break; }
+  sleep 0.02
+done
+[ $gap = yes ] && pass "after kill -9 of MainPID $old the service is $a ($(elapsed "$t") s)" || fail "after kill -9: the service is $a, not activating/auto-restart"
+t=$(date +%s.%N)
+pids=()
+for i in 1 2 3 4 5 6 7 8; do chat grok-4-fast "$work/k$i" & pids+=($!); done
+# While no daemon runs, the clients wait in the listening socket's backlog: its Recv-Q
+# (ss -xl) counts them. Looked at until the new daemon is up.
+queued=0
+while [ "$(prop chatrelayd.service SubState)" = auto-restart ]; do
+  q=$(inns ss -xlH src "$SOCK" 2>/dev/null | awk '{ print $3; exit }')
+  [ "${q:-0}" -gt "$queued" ] && queued=$q
+done
+info "clients seen queued in the socket's backlog while no daemon ran: $queued of 8"
+for p in "${pids[@]}"; do wait "$p" || true; done
+served=0; refused=0
+for i in 1 2 3 4 5 6 7 8; do
+  summary "$work/k$i"
+  if full_stream; then served=$((served + 1)); else info "client $i: $(describe); curl: $(head -c 200 "$work/k$i.err")"; fi
+  grep -qi 'refused' "$work/k$i.err" && refused=$((refused + 1))
+done
+[ $served = 8 ] && [ $refused = 0 ] && [ "$queued" -ge 1 ] && pass "the 8 clients that connected during the restart ($queued seen queued in the backlog) got whole streams from the new daemon ($(elapsed "$t") s), none refused" \
+  || fail "clients during the restart: $served of 8 served, $refused refused, $queued seen queued in the backlog"
+n=$(prop chatrelayd.service NRestarts); p=$(prop chatrelayd.service MainPID)
+a=$(prop chatrelayd.service ActiveState)/$(prop chatrelayd.service SubState)
+[ "$n" = $((n0 + 1)) ] && [ "$p" != "$old" ] && [ "$p" != 0 ] && [ "$a" = active/running ] \
+  && pass "systemd restarted the daemon: NRestarts $n0 -> $n, MainPID $old -> $p, $a" \
+  || fail "after kill -9: NRestarts $n0 -> $n, MainPID $old -> $p, $a"
+journal -u chatrelayd -o cat | grep -E 'Main process exited|Scheduled restart|adopted the socket' | tail -3 | sed 's/^/      journal: /' || true
 
 teardown
 # the host keeps nothing: the overlays are gone now, so this namespace shows the host's files

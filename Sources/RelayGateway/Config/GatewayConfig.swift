@@ -149,7 +149,8 @@ public struct UpstreamSettings: Sendable, Equatable, Codable {
     public var connectTimeout: ConfigDuration
     /// No response head within this long counts as a failed attempt (retried by `retry`).
     public var headTimeout: ConfigDuration
-    /// No bytes from upstream for this long ends the stream. Generous: reasoning models go quiet.
+    /// No bytes from upstream for this long ends the stream, and so does nothing but SSE
+    /// comment blocks for this long (see `CommentsOnlyTimeout`). Generous: reasoning models go quiet.
     public var idleTimeout: ConfigDuration
     /// The whole request, first byte to last.
     public var totalTimeout: ConfigDuration

@@ -388,6 +388,13 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
             try await self.writer.write(event.bytes)
             self.writing.store(false, ordering: .relaxed)
             self.writesDone.add(1, ordering: .relaxed)
+            // When the upstream always has the next event ready and the client's socket always
+            // has room, neither call above suspends, and this loop would keep its thread of
+            // Swift's cooperative pool (one per core) for the whole stream: a few such streams
+            // starved every other request, and the drain signal, until they ended. Yielding
+            // lets them run; checking cancellation ends the loop when the drain cancels it.
+            await Task.yield()
+            try Task.checkCancellation()
         }
     }
 

@@ -22,11 +22,12 @@ enum UpstreamResponseAdapter {
         streamRequested: Bool,
         maximumEventSize: Int,
         maximumBodySize: Int,
+        commentsOnlyTimeout: CommentsOnlyTimeout? = nil,
         mapError: @escaping @Sendable (any Error) -> RelayError
     ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
         if status.kind == .successful, streamRequested, isEventStream {
-            let events = UpstreamEventSequence(body: body, maximumEventSize: maximumEventSize, mapError: mapError)
+            let events = UpstreamEventSequence(body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, mapError: mapError)
             return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events)))
         }
         var collected = ByteBuffer()
@@ -48,21 +49,47 @@ enum UpstreamResponseAdapter {
     }
 }
 
+/// How long an upstream may send nothing but SSE comment blocks before its stream ends.
+///
+/// Comments (`: OPENROUTER PROCESSING`, `: keepalive`) say the provider is alive but carry
+/// no meaning, and every byte of them resets the transport's idle timer. A provider stuck
+/// sending them forever would then hold the stream (and the client) until the total
+/// timeout, an hour by default. So comment-only time counts as silence: after the
+/// upstream's `idle_timeout` with nothing but comments the stream fails like a silent one.
+struct CommentsOnlyTimeout: Sendable {
+    var limit: Duration
+    var upstream: String
+
+    var error: RelayError {
+        .upstreamTimeout("Upstream '\(self.upstream)' sent nothing but comments for longer than its idle timeout.")
+    }
+}
+
 /// Upstream body bytes → SSE frames → classified events, with the upstream's errors
 /// turned into ``RelayError``s as they surface.
 struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sendable where Body.Element == ByteBuffer {
     typealias Element = StreamEvent
     let body: Body
     let maximumEventSize: Int
+    var commentsOnlyTimeout: CommentsOnlyTimeout? = nil
     let mapError: @Sendable (any Error) -> RelayError
 
     struct AsyncIterator: AsyncIteratorProtocol {
         var frames: NIODecodedAsyncSequence<Body, SSEDecoder>.AsyncIterator
+        let commentsOnlyTimeout: CommentsOnlyTimeout?
+        /// When the stream started or last sent something other than a comment block.
+        var lastMeaningful = ContinuousClock.now
         let mapError: @Sendable (any Error) -> RelayError
 
         mutating func next() async throws -> StreamEvent? {
             do {
                 guard let frame = try await self.frames.next() else { return nil }
+                let now = ContinuousClock.now
+                if !frame.isCommentOnly {
+                    self.lastMeaningful = now
+                } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
+                    throw timeout.error
+                }
                 return StreamEvent(upstream: frame)
             } catch let error as SSEDecoderError {
                 throw RelayError.upstreamFailed("Upstream stream is malformed: \(error.description).")
@@ -78,6 +105,10 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
 
     func makeAsyncIterator() -> AsyncIterator {
         let decoder = SSEDecoder(maximumEventSize: self.maximumEventSize)
-        return AsyncIterator(frames: self.body.decode(using: decoder).makeAsyncIterator(), mapError: self.mapError)
+        return AsyncIterator(
+            frames: self.body.decode(using: decoder).makeAsyncIterator(),
+            commentsOnlyTimeout: self.commentsOnlyTimeout,
+            mapError: self.mapError
+        )
     }
 }

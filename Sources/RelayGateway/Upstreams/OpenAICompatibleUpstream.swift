@@ -114,6 +114,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             streamRequested: request.stream,
             maximumEventSize: self.maximumEventSize,
             maximumBodySize: self.maximumBodySize,
+            commentsOnlyTimeout: CommentsOnlyTimeout(limit: self.idleTimeout, upstream: self.name),
             mapError: mapError
         )
     }

@@ -72,6 +72,19 @@ final class LoopbackUpstream: Sendable {
         }
     }
 
+    /// Waits until `name` has happened `count` times; false after `timeout` seconds. For many
+    /// requests at once, where one waiter per request would be clumsy.
+    func waitFor(_ name: String, count: Int, timeout: Duration = .seconds(60)) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while self.count(name) < count {
+            guard clock.now < deadline else { return false }
+            // Polls the history; the events come from this process, so 10 ms costs nothing.
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
     /// How many times `name` has happened so far.
     func count(_ name: String) -> Int {
         self.history.withLock { $0.seen.filter { $0 == name }.count }
@@ -140,6 +153,49 @@ final class LoopbackUpstream: Sendable {
             // The seed again, 10 ms between events: a stream that lasts about 1.3 s (longer on a
             // loaded machine; the drain test gives it 12 s).
             try await Self.writeSeed(to: writer, gap: .milliseconds(10))
+        case "loop-firehose":
+            // Content as fast as it can be taken, for up to 30 s: a stream that never pauses.
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            let clock = ContinuousClock()
+            let giveUp = clock.now.advanced(by: .seconds(30))
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                let piece = Self.chunk(#"{"content":"\#(String(repeating: "x", count: 400))"}"#)
+                while clock.now < giveUp {
+                    try await bodyWriter.write(piece)
+                    // A write to a socket with room returns without suspending: yield, or a
+                    // few of these loops would hold every thread of this process's pool.
+                    await Task.yield()
+                }
+                try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await bodyWriter.finish(nil)
+                self.publish("finished:\(model)")
+            } catch {
+                self.publish("cancelled:\(model)")
+                throw error
+            }
+        case "loop-short-paced", "loop-long-paced":
+            // Light streams for hundreds at once: a chunk every 300 ms, 12 of them (about 4 s,
+            // within a drain time) or up to 200 (a minute, cut by it).
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            do {
+                try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+                for index in 0..<(model == "loop-short-paced" ? 12 : 200) {
+                    try await Task.sleep(for: .milliseconds(300))
+                    try await bodyWriter.write(Self.chunk(#"{"content":"part\#(index) "}"#))
+                }
+                try await bodyWriter.write(Self.chunk("{}", finish: "stop"))
+                try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await bodyWriter.finish(nil)
+                self.publish("finished:\(model)")
+            } catch {
+                self.publish("cancelled:\(model)")
+                throw error
+            }
         case "loop-json":
             var head = HTTPResponse(status: .ok)
             head.headerFields[.contentType] = "application/json"
@@ -201,10 +257,79 @@ final class LoopbackUpstream: Sendable {
                 self.publish("cancelled:\(model)")
             }
             try await writer.writeResponse(HTTPResponse(status: .gatewayTimeout))
+        case "loop-huge-event", "loop-endless-line", "loop-comment-flood", "loop-comment-lines":
+            try await self.writeUntrusted(model, to: writer)
+        case "loop-bad-utf8", "loop-deep-json":
+            var head = HTTPResponse(status: .ok)
+            head.headerFields[.contentType] = "text/event-stream"
+            var bodyWriter = try await writer.writeHead(head)
+            try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+            try await bodyWriter.write(model == "loop-bad-utf8" ? Self.invalidUTF8Chunk : Self.deeplyNestedChunk)
+            try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#, finish: "stop"))
+            try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            try await bodyWriter.finish(nil)
         default:
             try await writer.writeResponse(HTTPResponse(status: .notFound))
         }
     }
+
+    /// The most a misbehaving stream sends before giving up by itself (only if the daemon
+    /// failed to stop reading it): 256 MB.
+    static let untrustedCap = 256 << 20
+
+    /// Streams that never end on their own, each after a role chunk and `Olá`:
+    /// - `loop-huge-event`: one event of 1 KB `data:` lines that never gets its blank line;
+    /// - `loop-endless-line`: one `data:` line that never gets its newline;
+    /// - `loop-comment-flood`: `: x` comment blocks, each ended, 10,000 a second;
+    /// - `loop-comment-lines`: `: x` comment lines with no blank line, forever.
+    /// They go on until the daemon hangs up (`cancelled:MODEL`), or give up after
+    /// ``untrustedCap`` bytes or 15 s and end the body (`finished:MODEL`).
+    private func writeUntrusted(_ model: String, to writer: consuming ResponseWriter) async throws {
+        var head = HTTPResponse(status: .ok)
+        head.headerFields[.contentType] = "text/event-stream"
+        var bodyWriter = try await writer.writeHead(head)
+        let piece: ByteBuffer
+        switch model {
+        case "loop-huge-event": piece = ByteBuffer(string: String(repeating: "data: " + String(repeating: "x", count: 1018) + "\n", count: 64))
+        case "loop-endless-line": piece = ByteBuffer(string: String(repeating: "x", count: 65536))
+        case "loop-comment-flood": piece = ByteBuffer(string: String(repeating: ": x\n\n", count: 100))
+        default: piece = ByteBuffer(string: String(repeating: ": x\n", count: 16384))
+        }
+        do {
+            try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
+            try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#))
+            if model == "loop-endless-line" { try await bodyWriter.write(ByteBuffer(string: #"data: {"choices":[{"index":0,"delta":{"content":""#)) }
+            var sent = 0
+            let clock = ContinuousClock()
+            let giveUp = clock.now.advanced(by: .seconds(15))
+            while sent < Self.untrustedCap, clock.now < giveUp {
+                try await bodyWriter.write(piece)
+                sent += piece.readableBytes
+                // The comment flood is paced (10,000 blocks a second), so that the daemon
+                // keeps up: only then do its bytes keep the transport's idle timer from firing.
+                if model == "loop-comment-flood" { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            try await bodyWriter.finish(nil)
+            self.publish("finished:\(model)")
+        } catch {
+            self.publish("cancelled:\(model)")
+            throw error
+        }
+    }
+
+    /// A content chunk whose text holds bytes that are not UTF-8 (a lone continuation byte, 0xFF).
+    static let invalidUTF8Chunk: ByteBuffer = {
+        var buffer = ByteBuffer(string: #"data: {"id":"chatcmpl-loop","object":"chat.completion.chunk","created":1,"model":"loop-v1","choices":[{"index":0,"delta":{"content":"bad "#)
+        buffer.writeBytes([0x80, 0xFF, 0xC3])
+        buffer.writeString(#""}}]}"# + "\n\n")
+        return buffer
+    }()
+
+    /// A chunk with an extra field nested 20,000 arrays deep (40 KB, under the test's 64 KiB events): far past the JSON parser's limit of 512 levels.
+    static let deeplyNestedChunk = ByteBuffer(
+        string: #"data: {"id":"chatcmpl-loop","object":"chat.completion.chunk","created":1,"model":"loop-v1","choices":[{"index":0,"delta":{"content":"deep "}}],"x":"#
+            + String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000) + "}\n\n"
+    )
 
     static func writeError(status: HTTPResponse.Status, code: String, to writer: consuming ResponseWriter) async throws {
         var head = HTTPResponse(status: status)
