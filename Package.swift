@@ -11,6 +11,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "chatrelayd", targets: ["chatrelayd"]),
+        // For the fuzz targets in Fuzz/, a package of their own.
+        .library(name: "RelayCore", targets: ["RelayCore"]),
+        .library(name: "RelayGateway", targets: ["RelayGateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),

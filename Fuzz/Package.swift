@@ -1,0 +1,72 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// libFuzzer targets for the daemon's parsers, in a package of their own so that the
+// daemon's build never compiles them. Build and run them with scripts/fuzz, which adds
+// -sanitize=fuzzer,address; see README.md here.
+//
+// Each target's one file defines LLVMFuzzerTestOneInput and nothing else of substance:
+// it hands the input to the real parser and traps when an invariant breaks. The targets
+// use `@testable import` to reach internal parsers (SwiftPM debug builds allow it), and
+// `-parse-as-library` because they have no `main` of their own.
+let fuzzSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .unsafeFlags(["-parse-as-library"]),
+]
+
+let package = Package(
+    name: "chatrelayd-fuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "chatrelayd", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+    ],
+    targets: [
+        // Each target's entry point, handing over to libFuzzer (see FuzzEntry.c for why).
+        .target(name: "FuzzEntry"),
+        // The SSE decoder, fed the input in reads split where the input's first bytes say.
+        .executableTarget(
+            name: "FuzzSSE",
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayCore", package: "chatrelayd"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzSettings
+        ),
+        // The JSON parser and the chunk scanner, held to the tree-based reference.
+        .executableTarget(
+            name: "FuzzJSON",
+            dependencies: ["FuzzEntry", .product(name: "RelayCore", package: "chatrelayd")],
+            swiftSettings: fuzzSettings
+        ),
+        // A client's chat request body.
+        .executableTarget(
+            name: "FuzzChatRequest",
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayCore", package: "chatrelayd"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzSettings
+        ),
+        // The YAML configuration file.
+        .executableTarget(
+            name: "FuzzConfig",
+            dependencies: ["FuzzEntry", .product(name: "RelayGateway", package: "chatrelayd")],
+            swiftSettings: fuzzSettings
+        ),
+        // A go-vcr cassette, and the replay of its recorded streams through the decoder.
+        .executableTarget(
+            name: "FuzzCassette",
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayGateway", package: "chatrelayd"),
+                .product(name: "RelayCore", package: "chatrelayd"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzSettings
+        ),
+    ]
+)

@@ -1,0 +1,23 @@
+import NIOCore
+import RelayCore
+
+/// A client's request body: accepted or refused with a RelayError, never a crash or hang;
+/// what the gateway then does to an accepted request (rename the model, re-serialise)
+/// must give a body that is again an acceptable request.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzChatRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let body = ByteBuffer(bytes: UnsafeBufferPointer(start: data, count: size))
+    guard var request = try? ChatRequest(body: body) else { return 0 }
+    _ = request.clientRequestedStreamUsage
+    _ = request.messages
+    request.setUpstreamModel(request.model + "-upstream")
+    let again: ChatRequest
+    do {
+        again = try ChatRequest(body: request.body)
+    } catch {
+        preconditionFailure("ChatRequest: the re-serialised body is refused: \(error)")
+    }
+    // `model` stays the client's name; the body carries the upstream's.
+    precondition(again.model == request.json["model"]?.stringValue && again.stream == request.stream, "ChatRequest: round trip changed the request")
+    return 0
+}

@@ -1,0 +1,1 @@
+// Intentionally empty: FuzzEntry only defines entry points (see FuzzEntry.c).
