@@ -61,7 +61,9 @@ struct ModerationHTTPHookTests {
         let open = try await ModerationCommandHookTests.stream(Self.stage(hook, timeout: .seconds(2), failClosed: false), ["A slow one. ", "Done."], record: record)
         // The service answers a slow one after 60 s: the stream ended because the stage gave up.
         #expect(open.content == "A slow one. Done.")
-        #expect(record.snapshot.moderation.map(\.failure) == ["timeout"])
+        // The slow text timed out; on a loaded machine the check of "Done." may time out too.
+        let failures = record.snapshot.moderation.map(\.failure)
+        #expect(failures.first == "timeout" && failures.allSatisfy { $0 == "timeout" }, "\(failures)")
         #expect(await service.waitFor("moderate:output.content:A slow one. "))
         let closed = try await ModerationCommandHookTests.stream(Self.stage(hook, timeout: .seconds(2), failClosed: true), ["Fine. ", "A slow one. ", "Done."])
         #expect(closed.content == "Fine. ")
