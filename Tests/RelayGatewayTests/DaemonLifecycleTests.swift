@@ -9,11 +9,15 @@ import Glibc
 /// health gate, reload by signal and by command, drain on SIGTERM, and socket activation.
 @Suite("Daemon lifecycle (sd_notify, reload, drain, socket activation)", .timeLimit(.minutes(2)))
 struct DaemonLifecycleTests {
-    static func config(loopbackPort: Int, extraModels: String = "", drain: String = "20s") -> String {
-        """
+    /// A gateway with the recorded seed (`grok-4-fast`) and the loopback (`loop-*`); a
+    /// `ledger` path turns the usage ledger on, `pipeline` replaces the default stages.
+    static func config(loopbackPort: Int, extraModels: String = "", drain: String = "20s", ledger: String? = nil, pipeline: [String] = []) -> String {
+        let ledgerLine = ledger.map { "\n  usage_ledger: \($0)" } ?? ""
+        let stages = pipeline.isEmpty ? "" : "\npipeline:" + pipeline.map { "\n  - stage: \($0)" }.joined()
+        return """
         server:
           socket: SOCKET
-          drain_timeout: \(drain)
+          drain_timeout: \(drain)\(ledgerLine)
         upstreams:
           - name: loop
             kind: openai-compatible
@@ -26,7 +30,7 @@ struct DaemonLifecycleTests {
             upstream: recorded
           - prefix: loop-
             upstream: loop
-        \(extraModels)
+        \(extraModels)\(stages)
         """
     }
 

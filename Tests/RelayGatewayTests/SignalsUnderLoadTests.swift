@@ -12,26 +12,7 @@ import Glibc
 @Suite("Signals under load", .serialized, .timeLimit(.minutes(3)))
 struct SignalsUnderLoadTests {
     static func config(loopbackPort: Int, ledger: String, drain: String = "20s") -> String {
-        """
-        server:
-          socket: SOCKET
-          drain_timeout: \(drain)
-          usage_ledger: \(ledger)
-        upstreams:
-          - name: loop
-            kind: openai-compatible
-            base_url: http://127.0.0.1:\(loopbackPort)/v1
-          - name: recorded
-            kind: cassette
-            cassettes: [\(TestPaths.fixtureCassettes)]
-        models:
-          - name: grok-4-fast
-            upstream: recorded
-          - prefix: loop-
-            upstream: loop
-        pipeline:
-          - stage: usage
-        """
+        DaemonLifecycleTests.config(loopbackPort: loopbackPort, drain: drain, ledger: ledger, pipeline: ["usage"])
     }
 
     /// A raw HTTP/1.1 answer as `RawUnixClient` read it.

@@ -32,7 +32,7 @@ final class KeepaliveHandOff: Sendable {
         var pump: Task<Void, Never>?
         var pumpStarted = false
         /// The consumer's timer (a ``KeepaliveAlarm`` on the consumer's clock), once it waited.
-        var alarm: (any AnyObject & Sendable)?
+        var alarm: (any KeepaliveAlarmStopping)?
         var closed = false
     }
 
@@ -146,7 +146,7 @@ final class KeepaliveHandOff: Sendable {
     /// The consumer has gone: wakes both sides and cancels the pump (and so the upstream read).
     func close() {
         let (consumer, producer, pump, alarm) = self.state.withLock {
-            state -> (CheckedContinuation<Void, Never>?, CheckedContinuation<Bool, Never>?, Task<Void, Never>?, (any AnyObject & Sendable)?) in
+            state -> (CheckedContinuation<Void, Never>?, CheckedContinuation<Bool, Never>?, Task<Void, Never>?, (any KeepaliveAlarmStopping)?) in
             state.closed = true
             state.item = nil
             defer {
@@ -158,7 +158,7 @@ final class KeepaliveHandOff: Sendable {
             return (state.consumer, state.producer, state.pump, state.alarm)
         }
         pump?.cancel()
-        (alarm as? any KeepaliveAlarmStopping)?.stop()
+        alarm?.stop()
         consumer?.resume()
         producer?.resume(returning: false)
     }
@@ -228,7 +228,7 @@ enum KeepalivePump {
 }
 
 /// Stops an alarm whose clock type the caller does not know.
-protocol KeepaliveAlarmStopping: Sendable {
+protocol KeepaliveAlarmStopping: AnyObject, Sendable {
     func stop()
 }
 
