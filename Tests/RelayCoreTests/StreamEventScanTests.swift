@@ -55,4 +55,36 @@ struct StreamEventScanTests {
         #expect(event.facts == reference.facts)
         #expect(event.kind == .chunk)
     }
+
+    /// A name given twice counts once, the last time, as in the tree and the client's JSON
+    /// parser: the scanner must not add the repeats up (what moderation reads must be what
+    /// the client shows). The first is the fuzzer's finding (Fuzz/findings/json-repeated-choices.json).
+    @Test("Repeated member names: the last one counts", arguments: [
+        #"{"id":"a","object":"chat.completion.cf","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":","}}],"system_fingerprint":"fp","created":1,"model":"m","choices":[{"index":0,"delta":{"content":","}}],"system_fingerprint":"fp2"}"#,
+        #"{"choices":[{"delta":{"content":"bad word"}}],"choices":[{"delta":{"content":"fine"}}]}"#,
+        #"{"choices":[{"delta":{"content":"first","content":"second"}}]}"#,
+        #"{"choices":[{"finish_reason":"length","finish_reason":"stop","delta":{}}]}"#,
+        #"{"choices":[],"extra":{"a":"x","a":""}}"#,
+        #"{"choices":[],"usage":{"prompt_tokens":1},"usage":null}"#,
+        #"{"choices":[],"x_groq":{"usage":{"prompt_tokens":1},"usage":null}}"#,
+        #"{"choices":[{"delta":{"con\u0074ent":"escaped","content":"plain"}}]}"#,
+        #"{"choices":[],"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17}"#,
+    ])
+    func repeatedNames(_ data: String) {
+        let event = Self.scanned(data)
+        let reference = Self.reference(data)
+        #expect(event.kind == reference.kind)
+        #expect(event.facts == reference.facts)
+    }
+
+    @Test("Objects without repeats stay on the scanner's path")
+    func distinctNamesAreScanned() throws {
+        let data = Array(#"{"id":"a","choices":[{"delta":{"content":"x"},"index":0}],"object":"chat.completion.chunk"}"#.utf8)
+        let repeated = data.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(buffer)
+            _ = try? parser.distinctMembers { parser, _ throws(JSONParser.Failure) in _ = try parser.skipValue() }
+            return parser.sawRepeatedName
+        }
+        #expect(!repeated)
+    }
 }

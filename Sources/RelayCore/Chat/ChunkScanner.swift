@@ -6,6 +6,10 @@
 /// the whole corpus), without making a tree: values the facts do not need are skipped in
 /// place, and only `usage` (rare, once per stream) is built. Strings that are skipped are
 /// not checked for valid UTF-8; the relay forwards the bytes as they came anyway.
+///
+/// An object that repeats a member name (no provider sends one; the fuzzer made one) is
+/// handed to the tree, which keeps the last, as the client's JSON parser will: the scanner
+/// alone would add the repeats up, and moderation would judge other text than the client sees.
 enum ChunkScanner {
     struct Result {
         var kind: StreamEvent.Kind
@@ -15,7 +19,9 @@ enum ChunkScanner {
     /// Nil when `bytes` is not one JSON object.
     static func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> Result? {
         var parser = JSONParser(bytes)
-        return try? parser.scanEvent()
+        guard let result = try? parser.scanEvent() else { return nil }
+        if parser.sawRepeatedName { return Self.reference(Array(bytes)) }
+        return result
     }
 
     /// The same answer the slow way, from a parsed tree: the definition the scanner is
@@ -40,7 +46,7 @@ extension JSONParser {
         var hasError = false
         var topUsage: JSONValue?
         var groqUsage: JSONValue?
-        try self.members { parser, key throws(Failure) in
+        try self.distinctMembers { parser, key throws(Failure) in
             switch key {
             case "choices":
                 hasChoices = true
@@ -69,7 +75,7 @@ extension JSONParser {
                     return
                 }
                 groqUsage = nil
-                try parser.members { inner, key throws(Failure) in
+                try parser.distinctMembers { inner, key throws(Failure) in
                     if key.is("usage") {
                         groqUsage = try inner.valueUnlessNull()
                     } else {
@@ -116,7 +122,7 @@ extension JSONParser {
     }
 
     private mutating func scanChoice(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
-        try self.members { parser, key throws(Failure) in
+        try self.distinctMembers { parser, key throws(Failure) in
             switch key {
             case "finish_reason":
                 if let reason = try parser.stringUnlessOther() {
@@ -141,7 +147,7 @@ extension JSONParser {
     }
 
     private mutating func scanDelta(into facts: inout ChunkFacts, payload: inout Bool) throws(Failure) {
-        try self.members { parser, key throws(Failure) in
+        try self.distinctMembers { parser, key throws(Failure) in
             if key.is("role") {
                 if !(try parser.skipValue()) { facts.hasRole = true }
                 return
@@ -182,7 +188,7 @@ extension JSONParser {
         switch byte {
         case UInt8(ascii: "{"):
             var empty = true
-            try self.members { parser, _ throws(Failure) in
+            try self.distinctMembers { parser, _ throws(Failure) in
                 if !(try parser.skipValue()) { empty = false }
             }
             return empty
@@ -230,5 +236,24 @@ extension JSONParser {
         }
         throw self.failure("unterminated string")
     }
-}
 
+    /// ``members(_:)``, noting in ``sawRepeatedName`` when a name comes twice. Names are
+    /// compared as bytes; a name with escapes, or an object with more names than are
+    /// remembered, counts as a repeat (the tree then decides, exactly and rarely).
+    mutating func distinctMembers(_ body: (inout JSONParser, ScannedKey) throws(Failure) -> Void) throws(Failure) {
+        var names = InlineArray<16, UnsafeBufferPointer<UInt8>>(repeating: UnsafeBufferPointer(start: nil, count: 0))
+        var count = 0
+        try self.members { parser, key throws(Failure) in
+            if key.decoded != nil || count == names.count {
+                parser.sawRepeatedName = true
+            } else if !parser.sawRepeatedName {
+                for position in 0..<count where names[position].elementsEqual(key.raw) {
+                    parser.sawRepeatedName = true
+                }
+                names[count] = key.raw
+                count += 1
+            }
+            try body(&parser, key)
+        }
+    }
+}

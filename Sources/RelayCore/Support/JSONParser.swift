@@ -17,6 +17,8 @@ struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
     var depth = 0
+    /// Set by ``ChunkScanner``'s walk when an object names a member twice.
+    var sawRepeatedName = false
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
