@@ -405,7 +405,7 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
         var seen = self.writesDone.load(ordering: .relaxed)
         var waitingSince: Int?
         while true {
-            try await Task.sleep(for: timeout / 2)
+            try await TimerQueue.shared.sleep(for: timeout / 2)
             let done = self.writesDone.load(ordering: .relaxed)
             if done == seen, self.writing.load(ordering: .relaxed) {
                 if waitingSince == done { return .clientStalled }

@@ -87,7 +87,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             response = try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
                 group.addTask { try await client.execute(finished, deadline: deadline, logger: logger) }
                 group.addTask {
-                    try await Task.sleep(for: headTimeout)
+                    try await TimerQueue.shared.sleep(for: headTimeout)
                     return nil
                 }
                 defer { group.cancelAll() }

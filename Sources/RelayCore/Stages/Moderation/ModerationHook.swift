@@ -139,7 +139,12 @@ struct ExternalModerationHook: Sendable {
             let answer = try await withThrowingTaskGroup(of: ModerationHookAnswer?.self) { group in
                 group.addTask { try await hook.check(input) }
                 group.addTask {
-                    try await clock.sleep(for: timeout)
+                    // The daemon's clock: a sleep that keeps nothing once cancelled (TimerQueue).
+                    if clock is ContinuousClock {
+                        try await TimerQueue.shared.sleep(for: timeout)
+                    } else {
+                        try await clock.sleep(for: timeout)
+                    }
                     return nil
                 }
                 defer { group.cancelAll() }
