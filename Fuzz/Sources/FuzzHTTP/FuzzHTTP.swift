@@ -52,6 +52,7 @@ final class Harness: @unchecked Sendable {
     /// `CHATRELAYD_FUZZ_SHOW=1`: print what the gateway answered to each input (to reproduce one).
     static let show = ProcessInfo.processInfo.environment["CHATRELAYD_FUZZ_SHOW"] == "1"
 
+    static let temporaryDirectory = Mutex<String?>(nil)
     let directory: String
     let socketPath: String
     let gateway: Gateway
@@ -68,7 +69,13 @@ final class Harness: @unchecked Sendable {
         }
         var template = Array((NSTemporaryDirectory() + "chatrelayd-fuzz-http-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { fatalError("FuzzHTTP: mkdtemp failed: errno \(errno)") }
-        self.directory = String(cString: made)
+        let directory = String(cString: made)
+        self.directory = directory
+        Harness.temporaryDirectory.withLock { $0 = directory }
+        atexit {
+            // The socket, the configuration and the folder go when the fuzzer exits.
+            if let directory = Harness.temporaryDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: directory) }
+        }
         self.socketPath = self.directory + "/gw.sock"
         // Fuzz/Sources/FuzzHTTP/FuzzHTTP.swift -> the repository root.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
