@@ -21,6 +21,7 @@ let package = Package(
     dependencies: [
         .package(name: "chatrelayd", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Each target's entry point, handing over to libFuzzer (see FuzzEntry.c for why).
@@ -65,6 +66,17 @@ let package = Package(
                 .product(name: "RelayGateway", package: "chatrelayd"),
                 .product(name: "RelayCore", package: "chatrelayd"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzSettings
+        ),
+        // Bytes from a client on a connection to the real gateway (HummingbirdCore's
+        // HTTP1Channel, our handlers), on a Unix socket in the fuzz process itself.
+        .executableTarget(
+            name: "FuzzHTTP",
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayGateway", package: "chatrelayd"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: fuzzSettings
         ),
