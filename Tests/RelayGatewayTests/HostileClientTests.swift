@@ -44,6 +44,11 @@ struct HostileClientTests {
             _ = write(self.fd, bytes, bytes.count)
         }
 
+        /// Ends our side of the connection (half-close), as a client does after its last request.
+        func finishWriting() {
+            _ = shutdown(self.fd, Int32(SHUT_WR))
+        }
+
         /// Everything until the peer closes, or until a whole response (a Content-Length
         /// body, or a chunked one's last chunk) has come; the connection then stays open.
         func readResponse(timeoutSeconds: Int32 = 30) -> String {
@@ -281,6 +286,36 @@ struct HostileClientTests {
             return connection.readResponse()
         }
         #expect(response.isEmpty || response.hasPrefix("HTTP/1.1 400") || response.hasPrefix("HTTP/1.1 431"), "\(response.prefix(300))")
+        #expect(try await curl(socket, "GET", "/healthz").status == 200)
+        #expect(try await gateway.stop() == 0)
+    }
+
+    /// Found by the http fuzz target (Fuzz/findings/http-*-500.txt): these got 500
+    /// internal_error, as if the gateway had failed.
+    @Test("A body NIO's parser refuses gets 400 invalid_body, not 500; the daemon goes on serving")
+    func unreadableBody() async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        let badChunk = try await onOwnThread { () -> String in
+            let connection = try Connection(socket)
+            connection.send(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                    + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"mod\r\nZZ\r\nel\":1}\r\n0\r\n\r\n"
+            )
+            return connection.readResponse()
+        }
+        #expect(badChunk.hasPrefix("HTTP/1.1 400"), "\(badChunk.prefix(300))")
+        #expect(badChunk.contains(#""code":"invalid_body""#), "\(badChunk.prefix(300))")
+        // Cut short by the client's half-close: a 400, or nothing when the gateway saw the
+        // client leave first; never a 500.
+        let cutShort = try await onOwnThread { () -> String in
+            let connection = try Connection(socket)
+            connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n{\"model\":")
+            connection.finishWriting()
+            return connection.readResponse()
+        }
+        #expect(cutShort.isEmpty || (cutShort.hasPrefix("HTTP/1.1 400") && cutShort.contains(#""code":"invalid_body""#)), "\(cutShort.prefix(300))")
+        #expect(!gateway.log.contains("internal_error"))
         #expect(try await curl(socket, "GET", "/healthz").status == 200)
         #expect(try await gateway.stop() == 0)
     }

@@ -272,7 +272,6 @@ enum ResponseCheck {
                 fatalError("FuzzHTTP: not an HTTP/1.1 response: \(context)")
             }
             if response.status >= 500 {
-                if knownBodyReadFailure(response, index: index, of: responses) { continue }
                 fatalError("FuzzHTTP: status \(response.status) for a client's input: \(context)")
             }
             guard response.status >= 400 else { continue }
@@ -294,24 +293,6 @@ enum ResponseCheck {
             }
         }
     }
-
-    /// Finding 3 in Fuzz/README.md, open: a request body that NIO's HTTP parser fails on
-    /// (cut short by the client's half-close, or a bad chunk) reaches `ChatExchange` as an
-    /// error that is not a `RelayError`, and the client gets `500 internal_error` instead of
-    /// a 400. Until that is fixed it is let through here when it is the connection's last
-    /// answer (or followed only by HummingbirdCore's empty 400 for the same parse error), so
-    /// that fuzzing goes on; `CHATRELAYD_FUZZ_STRICT=1` traps on it. Delete this with the fix.
-    static func knownBodyReadFailure(_ response: Response, index: Int, of responses: [Response]) -> Bool {
-        guard !strict, response.status == 500,
-            let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
-            let error = object["error"] as? [String: Any], error["code"] as? String == "internal_error",
-            error["message"] as? String == "The request failed inside the gateway."
-        else { return false }
-        let rest = responses[(index + 1)...]
-        return rest.isEmpty || (rest.count == 1 && rest.first!.status == 400 && rest.first!.body.isEmpty)
-    }
-
-    static let strict = ProcessInfo.processInfo.environment["CHATRELAYD_FUZZ_STRICT"] == "1"
 
     /// Splits bytes into responses by their framing (Content-Length, chunked, or until the
     /// close); status 0 marks bytes that do not start a response.

@@ -77,6 +77,16 @@ extension RelayError {
         )
     }
 
+    /// The body could not be read as HTTP framed it (a bad chunk, or cut short).
+    public static func unreadableBody(_ reason: String) -> RelayError {
+        RelayError(
+            status: .badRequest,
+            message: "The request body could not be read: \(reason).",
+            type: "invalid_request_error",
+            code: "invalid_body"
+        )
+    }
+
     public static func upstreamUnreachable(_ message: String) -> RelayError {
         RelayError(status: .badGateway, message: message, type: "upstream_error", code: "upstream_unreachable")
     }

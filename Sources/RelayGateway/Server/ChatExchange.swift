@@ -129,6 +129,12 @@ struct ChatExchange {
             bytes = try await body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw RelayError.bodyTooLarge(limit: limit)
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            // NIO's parser refused the body's framing (a bad chunk size; the client ended
+            // its side before Content-Length bytes came): the client's fault, not ours.
+            throw RelayError.unreadableBody(HTTPRequestHandler.printable("\(error)"))
         }
         var chat = try ChatRequest(body: bytes)
         guard let route = runtime.router.route(for: chat.model) else {
