@@ -94,6 +94,19 @@ struct RetryStageTests {
         limits[HTTPField.Name("x-ratelimit-reset-requests")!] = "1s"
         limits[HTTPField.Name("x-ratelimit-reset-tokens")!] = "6m0s"
         #expect(RetryBackoff.upstreamAsked(in: limits) == .seconds(360))
+        // An upstream's number too large for a Duration is the longest wait (so it exceeds
+        // max_retry_after), not a trap; one that is not a number is no ask.
+        for huge in ["1e300", "inf", "99999999999999999999999"] {
+            headers[HTTPField.Name("retry-after")!] = huge
+            let asked = try #require(RetryBackoff.upstreamAsked(in: headers))
+            #expect(asked > .seconds(999_999_999))
+        }
+        headers[HTTPField.Name("retry-after")!] = "nan"
+        #expect(RetryBackoff.upstreamAsked(in: headers) == nil)
+        var hugeLimits = HTTPFields()
+        hugeLimits[HTTPField.Name("x-ratelimit-reset-requests")!] = "1e300"
+        hugeLimits[HTTPField.Name("x-ratelimit-reset-tokens")!] = "99999999999999999999h"
+        #expect(try #require(RetryBackoff.upstreamAsked(in: hugeLimits)) > .seconds(999_999_999))
 
         var random = SystemRandomNumberGenerator()
         let backoff = RetryBackoff(base: .milliseconds(100), cap: .seconds(1), maximumRetryAfter: .seconds(5))

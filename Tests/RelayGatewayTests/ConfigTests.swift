@@ -186,7 +186,11 @@ struct ConfigTests {
         #expect(try ConfigDuration(parsing: text).duration == expected)
     }
 
-    @Test("Things that are not durations", arguments: ["", "soon", "15 parsecs", "-1s", "s", "1d", "5mm"])
+    @Test("Things that are not durations", arguments: [
+        "", "soon", "15 parsecs", "-1s", "s", "1d", "5mm",
+        // Too long for a Duration: refused, not a trap (the config fuzzer's finding).
+        "1e300s", "inf", "infs", "nan", "3222222222222222222222222222222222", "1000000000",
+    ])
     func badDurations(text: String) {
         #expect(throws: ConfigError.self) { _ = try ConfigDuration(parsing: text) }
     }
@@ -198,9 +202,19 @@ struct ConfigTests {
         #expect(try ConfigByteSize(parsing: text).bytes == bytes)
     }
 
-    @Test("Things that are not sizes", arguments: ["", "big", "8 MiB please", "-1", "1TiB"])
+    @Test("Things that are not sizes", arguments: ["", "big", "8 MiB please", "-1", "1TiB", "1e300MiB", "infKiB", "1e20GiB"])
     func badSizes(text: String) {
         #expect(throws: ConfigError.self) { _ = try ConfigByteSize(parsing: text) }
+    }
+
+    /// Fuzz/findings/config-huge-duration.yaml: a YAML number too large for a Duration
+    /// trapped in the loader (a reload with such a file would have ended the daemon).
+    @Test("A duration written as a number too large is a config error, not a crash")
+    func hugeNumberDuration() {
+        #expect(throws: (any Error).self) {
+            _ = try Self.parse("server:\n  request_timeout: 32222222222222222222222222222222222222222\n")
+        }
+        #expect(throws: (any Error).self) { _ = try Self.parse("server:\n  request_timeout: .inf\n") }
     }
 
     @Test("File modes are octal", arguments: [

@@ -72,7 +72,7 @@ public struct StageOptions {
         guard let value = self.take(key) else { return defaultValue }
         let parsed: Duration?
         switch value {
-        case .number(let seconds): parsed = Self.duration(seconds: seconds)
+        case .number(let seconds): parsed = Duration.parsed(seconds: seconds)
         case .string(let text): parsed = Self.parseDuration(text)
         default: parsed = nil
         }
@@ -112,15 +112,10 @@ public struct StageOptions {
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
             let number = trimmed.dropLast(suffix.count)
             if number.last?.isNumber == true || number.last == ".", let value = Double(number) {
-                return Self.duration(seconds: value * scale)
+                return Duration.parsed(seconds: value * scale)
             }
         }
-        return Double(trimmed).flatMap { Self.duration(seconds: $0) }
-    }
-
-    private static func duration(seconds: Double) -> Duration? {
-        guard seconds.isFinite, seconds >= 0, seconds < 1e9 else { return nil }
-        return .milliseconds(Int64((seconds * 1000).rounded()))
+        return Double(trimmed).flatMap { Duration.parsed(seconds: $0) }
     }
 
     /// Fails when options are left that no one asked for.

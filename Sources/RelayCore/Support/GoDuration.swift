@@ -20,6 +20,22 @@ public enum GoDuration {
             rest = rest.dropFirst(unit.count)
             seconds += value * scale
         }
+        guard seconds.isFinite, seconds < Duration.longestParsedSeconds else { return nil }
         return .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
+}
+
+extension Duration {
+    /// The bound on a duration read from text (a config value, an upstream's header, a
+    /// cassette): 10⁹ s, about 31 years. Converting seconds to `Int64` traps past about 292
+    /// years (in nanoseconds), so text that says more is refused instead; the config fuzzer
+    /// found `idle_timeout: 3222…2` crashing the loader.
+    public static let longestParsedSeconds: Double = 1e9
+
+    /// `seconds` read from text, to the millisecond; nil when it is negative, not a finite
+    /// number, or not below ``longestParsedSeconds``.
+    public static func parsed(seconds: Double) -> Duration? {
+        guard seconds.isFinite, seconds >= 0, seconds < Self.longestParsedSeconds else { return nil }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 }

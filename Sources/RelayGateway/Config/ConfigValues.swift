@@ -1,4 +1,5 @@
 import Foundation
+import RelayCore
 
 /// A duration written in the config as `500ms`, `15s`, `5m`, `1h` (or a bare number of seconds).
 public struct ConfigDuration: Sendable, Equatable, Codable, CustomStringConvertible {
@@ -11,23 +12,26 @@ public struct ConfigDuration: Sendable, Equatable, Codable, CustomStringConverti
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
             let number = trimmed.dropLast(suffix.count)
-            if let value = Double(number), value >= 0, !(suffix == "m" && number.hasSuffix("m")) {
-                self.duration = .milliseconds(Int64((value * scale * 1000).rounded()))
+            if let value = Double(number), !(suffix == "m" && number.hasSuffix("m")), let duration = Duration.parsed(seconds: value * scale) {
+                self.duration = duration
                 return
             }
         }
-        if let seconds = Double(trimmed), seconds >= 0 {
-            self.duration = .milliseconds(Int64((seconds * 1000).rounded()))
+        if let seconds = Double(trimmed), let duration = Duration.parsed(seconds: seconds) {
+            self.duration = duration
             return
         }
-        throw ConfigError("'\(text)' is not a duration (write it like 500ms, 15s, 5m or 1h)")
+        throw ConfigError("'\(text)' is not a duration (write it like 500ms, 15s, 5m or 1h; less than 10⁹ s)")
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let seconds = try? container.decode(Double.self) {
             guard seconds >= 0 else { throw configFailure(decoder, "a duration cannot be negative") }
-            self.duration = .milliseconds(Int64((seconds * 1000).rounded()))
+            guard let duration = Duration.parsed(seconds: seconds) else {
+                throw configFailure(decoder, "\(seconds) s is not a duration (less than 10⁹ s)")
+            }
+            self.duration = duration
         } else {
             let text = try container.decode(String.self)
             do {
@@ -67,8 +71,11 @@ public struct ConfigByteSize: Sendable, Equatable, Codable, CustomStringConverti
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("B", 1)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            if let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value >= 0 {
-                self.bytes = Int(value * Double(scale))
+            // Int(exactly:) refuses what does not fit (the fuzzer's 1e300MiB) instead of trapping.
+            if let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value >= 0,
+                let bytes = Int(exactly: (value * Double(scale)).rounded(.down))
+            {
+                self.bytes = bytes
                 return
             }
         }

@@ -39,15 +39,24 @@ public struct RetryBackoff: Sendable, Equatable {
 
     /// The wait an upstream asks for in its response headers: `Retry-After` (seconds or an
     /// HTTP date), else the longest `x-ratelimit-reset-*` (`1s`, `6m0s`, `20ms`).
+    /// A wait an upstream asked for in seconds. More than a duration can hold is clamped, so
+    /// that it is still longer than `max_retry_after` (and the upstream's error goes back),
+    /// instead of trapping in the conversion; not a number, or negative, is no ask.
+    static func asked(seconds: Double) -> Duration? {
+        guard !seconds.isNaN, seconds >= 0 else { return nil }
+        return Duration.parsed(seconds: min(seconds, Duration.longestParsedSeconds.nextDown))
+    }
+
     public static func upstreamAsked(in headers: HTTPFields, now: Date = Date()) -> Duration? {
         if let value = headers[HTTPField.Name("retry-after")!]?.trimmingCharacters(in: .whitespaces) {
-            if let seconds = Double(value), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
-            if let date = Self.httpDate(value) { return .milliseconds(Int64(max(0, date.timeIntervalSince(now)) * 1000)) }
+            // The upstream's text: a number too large for a duration is ignored, not trapped on.
+            if let seconds = Double(value), let wait = Self.asked(seconds: seconds) { return wait }
+            if let date = Self.httpDate(value), let wait = Self.asked(seconds: max(0, date.timeIntervalSince(now))) { return wait }
         }
         var longest: Duration?
         for field in headers where field.name.canonicalName.hasPrefix("x-ratelimit-reset") {
             let value = field.value.trimmingCharacters(in: .whitespaces)
-            guard let wait = GoDuration.parse(value) ?? Double(value).map({ .milliseconds(Int64($0 * 1000)) }) else { continue }
+            guard let wait = GoDuration.parse(value) ?? Double(value).flatMap({ Self.asked(seconds: $0) }) else { continue }
             longest = max(longest ?? .zero, wait)
         }
         return longest
