@@ -102,6 +102,15 @@ final class LoopbackUpstream: Sendable {
         ready.forEach { $0.resume(returning: true) }
     }
 
+    /// Ends the connection mid-body after what was written: our side first (a FIN after the
+    /// data), then all of it once the gateway has hung up. A plain close could reach the
+    /// gateway as a reset, and a reset makes the kernel drop what the gateway had not read
+    /// yet: on a loaded machine the test then saw 502 instead of the content, then the error.
+    static func die(_ channel: any Channel) async throws {
+        try await channel.close(mode: .output)
+        try? await channel.closeFuture.get()
+    }
+
     private func respond(_ request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
         var request = request
         let body = try await request.collectBody(upTo: 1 << 20)
@@ -134,7 +143,7 @@ final class LoopbackUpstream: Sendable {
             var bodyWriter = try await writer.writeHead(head)
             try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
             for _ in 0..<3 { try await bodyWriter.write(Self.chunk("{}")) }
-            try await channel.close()
+            try await Self.die(channel)
         case "loop-stall":
             var head = HTTPResponse(status: .ok)
             head.headerFields[.contentType] = "text/event-stream"
@@ -243,7 +252,7 @@ final class LoopbackUpstream: Sendable {
             try await bodyWriter.write(Self.chunk(#"{"content":"Olá"}"#))
             try await bodyWriter.write(Self.chunk(#"{"content":"!"}"#))
             // Die without ending the chunked body, the way a crashed provider connection looks.
-            try await channel.close()
+            try await Self.die(channel)
         case "loop-429":
             var head = HTTPResponse(status: .tooManyRequests)
             head.headerFields[.contentType] = "application/json"
