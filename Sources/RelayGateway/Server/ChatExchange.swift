@@ -236,7 +236,7 @@ struct ChatExchange {
         head.headerFields[Self.requestIDField] = record.snapshot.requestID
         head.headerFields[Self.upstreamField] = record.snapshot.upstream
         guard let writer = slot.take() else { return }
-        var bodyWriter = try await writer.writeHead(head)
+        let bodyWriter = try await writer.writeHead(head)
         record.update {
             $0.status = response.status.code
             $0.timeToFirstByte = record.elapsed()
@@ -258,12 +258,13 @@ struct ChatExchange {
             }
         }
         held.forEach(note)
-        try await bodyWriter.write(contentsOf: held.map(\.bytes))
+        let events = StreamBodyWriter(channel: self.channel)
+        try await events.write(contentsOf: held.lazy.map(\.bytes))
         held.removeAll()
         var failure: RelayError?
         if !ended {
             // Relay until the stream ends, or until the drain time after SIGTERM is over.
-            let relay = StreamRelay(iterator: iterator, writer: bodyWriter, note: note)
+            let relay = StreamRelay(iterator: iterator, writer: events, note: note)
             let writeTimeout = runtime.config.server.writeTimeout.duration
             let outcome = try await withThrowingTaskGroup(of: StreamRelayOutcome.self) { group in
                 group.addTask { try await relay.run(upstream: record.snapshot.upstream) }
@@ -289,7 +290,6 @@ struct ChatExchange {
                 group.cancelAll()
                 return first
             }
-            bodyWriter = relay.writer
             switch outcome {
             case .finished: break
             case .failed(let error): failure = error
@@ -302,7 +302,7 @@ struct ChatExchange {
         }
         if let failure {
             record.update { $0.error = failure.message }
-            try await bodyWriter.write(failure.sseEvent)
+            try await events.write(failure.sseEvent)
             sent += 1
         }
         record.update { $0.eventsSent = sent }
@@ -363,16 +363,16 @@ struct ChatExchange {
 }
 
 /// Pulls events and writes them to the client until the stream ends; run as a child task
-/// so that the drain signal can stop it. The writer is handed back when it is done.
-final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWriter>: @unchecked Sendable where Iterator.Element == StreamEvent {
+/// so that the drain signal can stop it.
+final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable where Iterator.Element == StreamEvent {
     private var iterator: Iterator
-    private(set) var writer: Writer
+    let writer: StreamBodyWriter
     private let note: @Sendable (StreamEvent) -> Void
-    /// Writes finished, and whether one is under way: what ``stalled(after:)`` watches.
-    private let writesDone = Atomic<Int>(0)
-    private let writing = Atomic<Bool>(false)
 
-    init(iterator: Iterator, writer: Writer, note: @escaping @Sendable (StreamEvent) -> Void) {
+    /// Events relayed between two yields of the thread (see ``run(upstream:)``).
+    static var eventsPerYield: Int { 16 }
+
+    init(iterator: Iterator, writer: StreamBodyWriter, note: @escaping @Sendable (StreamEvent) -> Void) {
         self.iterator = iterator
         self.writer = writer
         self.note = note
@@ -380,6 +380,7 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
 
     /// Upstream failures come back as `.failed`; a client that is gone throws.
     func run(upstream: String) async throws -> StreamRelayOutcome {
+        var sinceYield = 0
         while true {
             let next: StreamEvent?
             do {
@@ -390,17 +391,19 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
             }
             guard let event = next else { return .finished }
             self.note(event)
-            self.writing.store(true, ordering: .relaxed)
             try await self.writer.write(event.bytes)
-            self.writing.store(false, ordering: .relaxed)
-            self.writesDone.add(1, ordering: .relaxed)
             // When the upstream always has the next event ready and the client's socket always
             // has room, neither call above suspends, and this loop would keep its thread of
             // Swift's cooperative pool (one per core) for the whole stream: a few such streams
             // starved every other request, and the drain signal, until they ended. Yielding
-            // lets them run; checking cancellation ends the loop when the drain cancels it.
-            await Task.yield()
-            try Task.checkCancellation()
+            // now and then lets them run; checking cancellation ends the loop when the drain
+            // cancels it.
+            sinceYield += 1
+            if sinceYield == Self.eventsPerYield {
+                sinceYield = 0
+                await Task.yield()
+                try Task.checkCancellation()
+            }
         }
     }
 
@@ -408,12 +411,12 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol, Writer: ResponseBodyWri
     /// `timeout` (the client is not reading; its socket and our buffer are full). Time the
     /// upstream is silent does not count: nothing is being written then.
     func stalled(after timeout: Duration) async throws -> StreamRelayOutcome {
-        var seen = self.writesDone.load(ordering: .relaxed)
+        var seen = self.writer.completedFlushes
         var waitingSince: Int?
         while true {
             try await TimerQueue.shared.sleep(for: timeout / 2)
-            let done = self.writesDone.load(ordering: .relaxed)
-            if done == seen, self.writing.load(ordering: .relaxed) {
+            let done = self.writer.completedFlushes
+            if done == seen, self.writer.isWaitingForClient {
                 if waitingSince == done { return .clientStalled }
                 waitingSince = done
             } else {

@@ -1,0 +1,126 @@
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Writes a stream's events to the client's connection, as many to one write as are ready.
+///
+/// Hummingbird's body writer hands each event to the connection's event loop on its own
+/// and flushes it with its own `writev`: per relayed chunk a hop between threads, a trip
+/// through the HTTP encoder (a chunk header each) and a system call, which were most of
+/// what a relayed chunk cost. Here the relay appends an event's bytes to a pending buffer
+/// and, if no flush is on its way, asks the event loop for one; the flush takes everything
+/// pending by the time it runs. So a burst of events goes out in one chunked-encoding part
+/// and one system call, and a lone event still goes out at once: nothing waits for a
+/// timer or a batch size.
+///
+/// Memory is bounded: once more than ``budget`` bytes are pending or written but not yet
+/// taken by the kernel (NIO completes a write when it has handed it over), ``write(_:)``
+/// waits. A client that does not read therefore stops the relay, which stops reading the
+/// upstream. A failed write (the client has gone) fails every later ``write(_:)``.
+///
+/// The response head goes through Hummingbird's writer before the first event, and its
+/// `finish` writes the end after the last: both through the same event loop, in order,
+/// since each flush is queued on the loop before the caller's next step.
+final class StreamBodyWriter: Sendable {
+    /// Bytes pending or in flight past which ``write(_:)`` waits.
+    static let defaultBudget = 64 * 1024
+
+    private struct State: ~Copyable {
+        /// Appended by the relay, not yet handed to the channel.
+        var pending: ByteBuffer
+        var flushQueued = false
+        /// Handed to the channel, whose writes have not completed.
+        var inFlight = 0
+        /// Flushes whose writes completed: what the write-stall watch counts.
+        var completedFlushes = 0
+        var failure: (any Error)?
+        var waiter: CheckedContinuation<Void, any Error>?
+        var cancelled = false
+
+        var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.defaultBudget }
+    }
+
+    private let channel: any Channel
+    private let state: Mutex<State>
+
+    init(channel: any Channel) {
+        self.channel = channel
+        self.state = Mutex(State(pending: channel.allocator.buffer(capacity: 0)))
+    }
+
+    /// How many flushes the client has taken so far.
+    var completedFlushes: Int { self.state.withLock { $0.completedFlushes } }
+
+    /// Whether a write is waiting for the client to take what was written before.
+    var isWaitingForClient: Bool { self.state.withLock { $0.waiter != nil || !$0.hasRoom } }
+
+    /// Queues `bytes` for the client; waits only when the budget is used up.
+    func write(_ bytes: ByteBuffer) async throws {
+        try await self.write(contentsOf: CollectionOfOne(bytes))
+    }
+
+    /// Queues several events' bytes for the client, in order.
+    func write(contentsOf buffers: some Sequence<ByteBuffer>) async throws {
+        let (queueFlush, hasRoom) = try self.state.withLock { state throws -> (Bool, Bool) in
+            if let failure = state.failure { throw failure }
+            for buffer in buffers { state.pending.writeImmutableBuffer(buffer) }
+            let queueFlush = !state.flushQueued && state.pending.readableBytes > 0
+            if queueFlush { state.flushQueued = true }
+            return (queueFlush, state.hasRoom)
+        }
+        if queueFlush {
+            self.channel.eventLoop.execute { self.flush() }
+        }
+        if !hasRoom { try await self.waitForRoom() }
+    }
+
+    /// Runs on the channel's event loop: writes everything pending as one body part.
+    private func flush() {
+        let buffer = self.state.withLock { state -> ByteBuffer in
+            state.flushQueued = false
+            var taken = self.channel.allocator.buffer(capacity: 0)
+            swap(&taken, &state.pending)
+            state.inFlight += taken.readableBytes
+            return taken
+        }
+        guard buffer.readableBytes > 0 else { return }
+        let written = self.channel.eventLoop.makePromise(of: Void.self)
+        self.channel.pipeline.syncOperations.writeAndFlush(NIOAny(HTTPResponsePart.body(buffer)), promise: written)
+        let count = buffer.readableBytes
+        written.futureResult.whenComplete { result in
+            let waiter = self.state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                state.inFlight -= count
+                state.completedFlushes += 1
+                if case .failure(let error) = result, state.failure == nil { state.failure = error }
+                guard state.failure != nil || state.hasRoom else { return nil }
+                return state.waiter.take()
+            }
+            if let failure = self.state.withLock({ $0.failure }) {
+                waiter?.resume(throwing: failure)
+            } else {
+                waiter?.resume()
+            }
+        }
+    }
+
+    private func waitForRoom() async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome = self.state.withLock { state -> Result<Void, any Error>? in
+                    if let failure = state.failure { return .failure(failure) }
+                    if state.cancelled { return .failure(CancellationError()) }
+                    if state.hasRoom { return .success(()) }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome) }
+            }
+        } onCancel: {
+            let waiter = self.state.withLock { state in
+                state.cancelled = true
+                return state.waiter.take()
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+}
