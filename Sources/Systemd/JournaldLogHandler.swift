@@ -56,7 +56,7 @@ public struct JournaldLogHandler: LogHandler {
     public func log(event: LogEvent) {
         let entry = self.entry(for: event)
         if entry.send() < 0 {
-            Self.writeToStandardError("\(self.syslogIdentifier) \(event.level) \(self.label): \(event.message)\n")
+            StandardErrorLogHandler.emit("\(self.syslogIdentifier) \(event.level) \(self.label): \(event.message)\n")
         }
     }
 
@@ -114,18 +114,4 @@ public struct JournaldLogHandler: LogHandler {
         return digits
     }
 
-    private static func writeToStandardError(_ line: String) {
-        var line = line
-        line.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written <= 0 {
-                    if written < 0 && errno == EINTR { continue }
-                    return
-                }
-                offset += written
-            }
-        }
-    }
 }

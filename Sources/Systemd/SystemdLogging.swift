@@ -8,7 +8,7 @@ public import Logging
 /// ```
 public enum SystemdLogging {
     /// A `JournaldLogHandler` when stderr is the journal (`JournalStream.stderrIsJournal()`),
-    /// otherwise `StreamLogHandler.standardError(label:)`.
+    /// otherwise a ``StandardErrorLogHandler``.
     public static func makeHandler(
         label: String,
         syslogIdentifier: String = "chatrelayd",
@@ -21,6 +21,6 @@ public enum SystemdLogging {
                 metadataProvider: metadataProvider
             )
         }
-        return StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+        return StandardErrorLogHandler(label: label, metadataProvider: metadataProvider)
     }
 }

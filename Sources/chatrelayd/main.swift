@@ -34,7 +34,7 @@ struct Serve: AsyncParsableCommand {
         // CHATRELAYD_LOG_TARGET=journal|stderr overrides the choice systemd's JOURNAL_STREAM makes.
         switch ProcessInfo.processInfo.environment["CHATRELAYD_LOG_TARGET"] {
         case "journal": LoggingSystem.bootstrap { JournaldLogHandler(label: $0) }
-        case "stderr": LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        case "stderr": LoggingSystem.bootstrap { StandardErrorLogHandler(label: $0) }
         default: LoggingSystem.bootstrap { SystemdLogging.makeHandler(label: $0) }
         }
         let logger = Logger(label: "chatrelayd")
@@ -79,7 +79,7 @@ struct CheckConfig: AsyncParsableCommand {
     var path: String
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label) }
         do {
             let config = try ConfigLoader.load(path: self.path)
             let gateway = try Gateway(config: config, logger: Logger(label: "check-config"), checkOnly: true)

@@ -128,7 +128,12 @@ final class CallerLimits: Sendable {
         var seconds = time_t(floor(date.timeIntervalSince1970))
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02d", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday))
+        // Not `String(format:)`: it goes through Foundation's formatter, 2% of a request's CPU.
+        func padded(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return padded(parts.tm_year + 1900, 4) + "-" + padded(parts.tm_mon + 1, 2) + "-" + padded(parts.tm_mday, 2)
     }
 
     /// Whole seconds until the next UTC midnight (at least 1).

@@ -1,0 +1,83 @@
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A swift-log `LogHandler` that writes one readable line per entry to stderr, in
+/// `StreamLogHandler`'s format: `2026-11-26T05:00:00+0000 info chatrelayd: key=value … [Module] message`.
+///
+/// `StreamLogHandler` renders its metadata into text each time a key is set. The gateway
+/// sets several keys on every request's logger (request id, caller, model, upstream) and
+/// logs once at its end, so that rendering was 5% of a request's CPU. This handler
+/// renders metadata only when it writes a line; metadata is merged the same way (the
+/// handler's own, then the provider's, then the call's, later ones winning).
+public struct StandardErrorLogHandler: LogHandler {
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    public let label: String
+
+    public init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
+        self.label = label
+        self.metadataProvider = metadataProvider
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = self.metadata
+        if let provided = self.metadataProvider?.get(), !provided.isEmpty {
+            merged.merge(provided) { _, provided in provided }
+        }
+        if let explicit = event.metadata, !explicit.isEmpty {
+            merged.merge(explicit) { _, explicit in explicit }
+        }
+        if let error = event.error {
+            merged["error.message"] = "\(error)"
+            merged["error.type"] = "\(String(reflecting: type(of: error)))"
+        }
+        var line = Self.timestamp()
+        line += " \(event.level)"
+        if !self.label.isEmpty { line += " \(self.label)" }
+        line += ":"
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(value)"
+        }
+        line += " [\(event.source)] \(event.message)\n"
+        Self.emit(line)
+    }
+
+    /// Local time as `StreamLogHandler` writes it (`%Y-%m-%dT%H:%M:%S%z`).
+    static func timestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        guard localtime_r(&now, &parts) != nil else { return "<unknown>" }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer in
+            let count = strftime(buffer.baseAddress!, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
+            return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress, count: count), as: UTF8.self)
+        }
+    }
+
+    /// One `write(2)` per line where the kernel takes it whole, so lines from several
+    /// threads do not interleave.
+    static func emit(_ line: String) {
+        var line = line
+        line.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written <= 0 {
+                    if written < 0 && errno == EINTR { continue }
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+}
