@@ -19,10 +19,17 @@ public struct StandardErrorLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
     public let label: String
+    /// Where lines go: stderr, or a pipe in tests.
+    let fileDescriptor: Int32
 
     public init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
+        self.init(label: label, metadataProvider: metadataProvider, fileDescriptor: STDERR_FILENO)
+    }
+
+    init(label: String, metadataProvider: Logger.MetadataProvider?, fileDescriptor: Int32) {
         self.label = label
         self.metadataProvider = metadataProvider
+        self.fileDescriptor = fileDescriptor
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -50,7 +57,7 @@ public struct StandardErrorLogHandler: LogHandler {
             line += " \(key)=\(value)"
         }
         line += " [\(event.source)] \(event.message)\n"
-        Self.emit(line)
+        Self.emit(line, to: self.fileDescriptor)
     }
 
     /// Local time as `StreamLogHandler` writes it (`%Y-%m-%dT%H:%M:%S%z`).
@@ -66,12 +73,12 @@ public struct StandardErrorLogHandler: LogHandler {
 
     /// One `write(2)` per line where the kernel takes it whole, so lines from several
     /// threads do not interleave.
-    static func emit(_ line: String) {
+    static func emit(_ line: String, to fileDescriptor: Int32 = STDERR_FILENO) {
         var line = line
         line.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
                 if written <= 0 {
                     if written < 0 && errno == EINTR { continue }
                     return

@@ -24,7 +24,7 @@ extension ProcessEnvironmentTests {
             let environment = EnvironmentOverride(["JOURNAL_STREAM": nil])
             defer { environment.restore() }
             #expect(!JournalStream.stderrIsJournal())
-            #expect(SystemdLogging.makeHandler(label: "t") is StreamLogHandler)
+            #expect(SystemdLogging.makeHandler(label: "t") is StandardErrorLogHandler)
         }
 
         @Test func trueWhenJournalStreamNamesStderr() throws {

@@ -1,0 +1,57 @@
+import Logging
+import Testing
+
+@testable import Systemd
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+@Suite("StandardErrorLogHandler")
+struct StandardErrorLogHandlerTests {
+    /// Logs through a handler writing to a pipe and returns the line it wrote.
+    private func line(_ body: (inout Logger) -> Void) throws -> String {
+        var ends: [Int32] = [0, 0]
+        try #require(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        var logger = Logger(label: "gateway") { label in
+            StandardErrorLogHandler(label: label, metadataProvider: nil, fileDescriptor: ends[1])
+        }
+        body(&logger)
+        close(ends[1])
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(ends[0], &chunk, chunk.count)
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test("StreamLogHandler's format: time, level, label, sorted metadata, source, message; one line")
+    func format() throws {
+        let written = try self.line { logger in
+            logger[metadataKey: "request_id"] = "req_1"
+            logger[metadataKey: "model"] = "gpt-4o"
+            logger[metadataKey: "model"] = "gpt-4o-mini"  // set twice: the last one counts
+            logger.info("request completed", metadata: ["status": "200", "request_id": "req_2"])
+        }
+        #expect(written.hasSuffix(" info gateway: model=gpt-4o-mini request_id=req_2 status=200 [SystemdTests] request completed\n"))
+        let time = try #require(written.split(separator: " ").first)
+        #expect(time.count == "2026-11-26T05:00:00+0000".count && time.dropFirst(10).first == "T")
+        #expect(written.filter { $0 == "\n" }.count == 1)
+    }
+
+    @Test("No metadata, and levels below the logger's are not written")
+    func levels() throws {
+        let written = try self.line { logger in
+            logger.debug("not written")
+            logger.warning("careful")
+        }
+        #expect(written.hasSuffix(" warning gateway: [SystemdTests] careful\n"))
+        #expect(!written.contains("not written"))
+    }
+}
