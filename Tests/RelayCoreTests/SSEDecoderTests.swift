@@ -5,14 +5,14 @@ import Testing
 
 @Suite("SSEDecoder")
 struct SSEDecoderTests {
-    /// Decodes `text` whole, one byte at a time and through `AsyncSequence.decode(using:)`,
+    /// Decodes `text` whole, one byte at a time and through ``SSEFrameSequence``,
     /// expects the three to agree, and returns the frames.
     private func decodeAllWays(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> [FrameSnapshot] {
         let whole = try SSEFeed.frames(SSEFeed.whole(text)).snapshots
         let bytewise = try SSEFeed.frames(SSEFeed.bytewise(text)).snapshots
         let viaAsync = try await SSEFeed.framesAsync(SSEFeed.bytewise(text)).snapshots
         #expect(bytewise == whole, "one byte at a time differs from whole", sourceLocation: sourceLocation)
-        #expect(viaAsync == whole, "AsyncSequence.decode(using:) differs from the hand-driven decoder", sourceLocation: sourceLocation)
+        #expect(viaAsync == whole, "SSEFrameSequence differs from the hand-driven decoder", sourceLocation: sourceLocation)
         return whole
     }
 
@@ -324,7 +324,7 @@ struct SSEDecoderPropertyTests {
             }
             if seed % 10 == 0 {
                 let viaAsync = try await SSEFeed.framesAsync(SSEFeed.randomReads(input, maximumRead: 5, using: &rng)).snapshots
-                failures.check(viaAsync == whole, "seed \(seed): AsyncSequence.decode(using:) \(viaAsync) != whole \(whole)")
+                failures.check(viaAsync == whole, "seed \(seed): SSEFrameSequence \(viaAsync) != whole \(whole)")
             }
         }
         #expect(failures.count == 0, "\(failures.summary)")

@@ -7,10 +7,10 @@ import Testing
 
 /// Decodes recorded bodies the ways a live upstream could deliver them.
 enum StreamReplay {
-    /// Decodes `reads` through NIOCore's `AsyncSequence.decode(using:)`, as the gateway does.
+    /// Decodes `reads` through ``SSEFrameSequence``, as the gateway does.
     static func frames(_ reads: [ByteBuffer], maximumEventSize: Int = 1 << 20) async throws -> [SSEFrame] {
         var frames: [SSEFrame] = []
-        for try await frame in RecordedReads(reads: reads).decode(using: SSEDecoder(maximumEventSize: maximumEventSize)) {
+        for try await frame in SSEFrameSequence(RecordedReads(reads: reads), maximumEventSize: maximumEventSize) {
             frames.append(frame)
         }
         return frames

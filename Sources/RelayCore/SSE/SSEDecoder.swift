@@ -11,7 +11,7 @@ public import NIOCore
 /// (providers that forget the last blank line or `[DONE]` still get their last event
 /// through).
 ///
-/// Use with `AsyncSequence.decode(using:)` from NIOCore, or feed it by hand in tests.
+/// ``SSEFrameSequence`` drives it over a body as it is read; tests also feed it by hand.
 public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
     public typealias InboundOut = SSEFrame
 

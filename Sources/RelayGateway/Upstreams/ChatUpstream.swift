@@ -75,7 +75,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
     let mapError: @Sendable (any Error) -> RelayError
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        var frames: NIODecodedAsyncSequence<Body, SSEDecoder>.AsyncIterator
+        var frames: SSEFrameSequence<Body>.AsyncIterator
         let commentsOnlyTimeout: CommentsOnlyTimeout?
         /// When the stream started or last sent something other than a comment block.
         var lastMeaningful = ContinuousClock.now
@@ -104,9 +104,8 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
     }
 
     func makeAsyncIterator() -> AsyncIterator {
-        let decoder = SSEDecoder(maximumEventSize: self.maximumEventSize)
         return AsyncIterator(
-            frames: self.body.decode(using: decoder).makeAsyncIterator(),
+            frames: SSEFrameSequence(self.body, maximumEventSize: self.maximumEventSize).makeAsyncIterator(),
             commentsOnlyTimeout: self.commentsOnlyTimeout,
             mapError: self.mapError
         )

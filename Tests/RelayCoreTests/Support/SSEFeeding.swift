@@ -3,8 +3,8 @@ import RelayCore
 
 /// Drives an ``SSEDecoder`` over a list of reads the way NIO does: either by hand, exactly as
 /// `NIOSingleStepByteToMessageProcessor` would (one accumulating buffer, `decode` until nil
-/// after each read, `decodeLast` until nil at the end), or through NIOCore's
-/// `AsyncSequence.decode(using:)`, which is what the gateway itself uses.
+/// after each read, `decodeLast` until nil at the end), or through ``SSEFrameSequence``,
+/// which is what the gateway itself uses.
 enum SSEFeed {
     /// What feeding a list of reads produced.
     struct Outcome {
@@ -44,10 +44,10 @@ enum SSEFeed {
         return outcome.frames
     }
 
-    /// Decodes `reads` through NIOCore's `AsyncSequence.decode(using:)`.
+    /// Decodes `reads` through ``SSEFrameSequence``, as the gateway does.
     static func framesAsync(_ reads: [ByteBuffer], maximumEventSize: Int = 1 << 20) async throws -> [SSEFrame] {
         var frames: [SSEFrame] = []
-        for try await frame in ReadSequence(reads: reads).decode(using: SSEDecoder(maximumEventSize: maximumEventSize)) {
+        for try await frame in SSEFrameSequence(ReadSequence(reads: reads), maximumEventSize: maximumEventSize) {
             frames.append(frame)
         }
         return frames
