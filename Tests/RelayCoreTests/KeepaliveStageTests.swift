@@ -448,6 +448,51 @@ struct KeepaliveStageTests {
         #expect(machine.upstreamEvent(StreamEvent.done, at: self.at(21)) == .forward)
     }
 
+    // MARK: Read-ahead
+
+    @Test("The pump reads at most 16 events ahead of the consumer, then waits until one is taken")
+    func readAheadIsBounded() async throws {
+        let handOff = KeepaliveHandOff()
+        let events = try (1...KeepaliveHandOff.maximumItems).map { try Wire.content("t\($0)") }
+        for event in events.dropLast() {
+            #expect(await handOff.deliver(.event(event)), "room left: deliver returns at once")
+        }
+        let returned = Flag()
+        let last = Task {
+            let accepted = await handOff.deliver(.event(events.last!))
+            returned.set()
+            return accepted
+        }
+        try await waitUntil { handOff.isPumpWaiting }
+        #expect(!returned.isSet, "the pump waits while 16 events are queued")
+        #expect(handOff.queuedItems == KeepaliveHandOff.maximumItems)
+        guard case .event(let first)? = handOff.take() else { throw KeepaliveTestFailure("nothing queued") }
+        #expect(first.bytes == events[0].bytes, "oldest first")
+        #expect(await last.value, "taking one lets the pump read on")
+        var taken = 1
+        while case .event(let event)? = handOff.take() {
+            #expect(event.bytes == events[taken].bytes)
+            taken += 1
+        }
+        #expect(taken == events.count)
+    }
+
+    @Test("The pump also waits once 64 KiB of events are queued, and closing lets it go")
+    func readAheadBytesAreBounded() async throws {
+        let handOff = KeepaliveHandOff()
+        let large = try Wire.content(String(repeating: "x", count: KeepaliveHandOff.maximumBytes))
+        let returned = Flag()
+        let pump = Task {
+            let accepted = await handOff.deliver(.event(large))
+            returned.set()
+            return accepted
+        }
+        try await waitUntil { handOff.isPumpWaiting }
+        #expect(!returned.isSet)
+        handOff.close()
+        #expect(await pump.value == false, "a closed hand-off tells the pump to stop")
+    }
+
     // MARK: Helpers
 
     private func beforeCommitStream(context: StageContext, answer: Gate<ChatResponse>) async throws -> EventStream {
@@ -634,4 +679,18 @@ private func collect(_ events: EventStream) async throws -> [StreamEvent] {
 private func json(of event: StreamEvent) throws -> JSONValue {
     let data = try #require(event.frame.data)
     return try JSONValue(parsing: data.readableBytesView)
+}
+
+/// Waits until `condition` holds, checking every millisecond (for states no event announces).
+private func waitUntil(_ condition: () -> Bool) async throws {
+    while !condition() {
+        try await TimerQueue.shared.sleep(for: .milliseconds(1))
+    }
+}
+
+/// A flag one task sets and another reads.
+private final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { self.value.withLock { $0 = true } }
+    var isSet: Bool { self.value.withLock { $0 } }
 }

@@ -27,7 +27,7 @@ import NIOCore
 ///   upstream's own.
 ///
 /// Non-streaming responses pass through unchanged. The upstream is read by a task of its
-/// own, one event ahead at most, so that a heartbeat timer never cancels an upstream read;
+/// own, at most 16 events (64 KiB) ahead, so that a heartbeat timer never cancels an upstream read;
 /// cancelling or dropping the consumer cancels that task, and the upstream read, at once.
 ///
 /// Options: `interval` (duration, default 15s), `heartbeat` (`comment` | `chunk`),
