@@ -96,7 +96,7 @@ public final class Gateway: Service, Sendable {
                         idleTimeout: .milliseconds(Int64(settings.idleTimeout.seconds * 1000))
                     )
                 ),
-                connectionLimit: ConnectionLimit(maximum: settings.maxConnections),
+                connectionLimit: ConnectionLimit(maximum: self.clientConnectionLimit(configured: settings.maxConnections)),
                 eventLoopGroup: self.eventLoopGroup,
                 logger: self.logger
             )
@@ -114,6 +114,19 @@ public final class Gateway: Service, Sendable {
         self.readiness.continuation.finish()
         self.flushNotifications()
         self.logger.info("chatrelayd stopped", metadata: ["message_id": .string(LogMessageID.stopped)])
+    }
+
+    /// `server.max_connections`, or fewer when the descriptor limit cannot hold that many
+    /// streams (see ``DescriptorLimit``).
+    private func clientConnectionLimit(configured: Int) -> Int {
+        guard let descriptors = DescriptorLimit.raiseSoftLimit() else { return configured }
+        let allowed = DescriptorLimit.clientConnections(allowedBy: descriptors)
+        guard allowed < configured else { return configured }
+        self.logger.warning(
+            "server.max_connections is \(configured), but the descriptor limit (\(descriptors)) holds only \(allowed) streams: each needs a client and an upstream connection; admitting \(allowed). Raise LimitNOFILE= to admit more.",
+            metadata: ["max_connections": "\(configured)", "descriptor_limit": "\(descriptors)", "admitted": "\(allowed)"]
+        )
+        return allowed
     }
 
     private func listening(on socket: ListeningSocket, settings: ServerSettings) {
