@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import RelayCore
 import Synchronization
@@ -70,28 +71,24 @@ struct ChatExchange {
     /// (Not HummingbirdCore's `consumeWithCancellationOnInboundClose`: it closes the
     /// connection after every response and can swallow the next request's head on a
     /// kept-alive one.) Before the stream starts nothing is written, so a write error
-    /// cannot tell that the client has gone; the close event from the pipeline does.
+    /// cannot tell that the client has gone; the close event from the pipeline does. The
+    /// operation runs in a task of its own, which the connection's watch cancels: a
+    /// callback rather than a second task waiting for the close, which held memory for
+    /// every stream.
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
-        let clientClosed = try? await channel.eventLoop.flatSubmit {
-            channel.pipeline.handler(type: ClientWatchHandler.self).map { $0.clientClosed(on: channel.eventLoop) }
+        let task = Task { try await operation() }
+        let watching = try? await channel.eventLoop.submit {
+            guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else { return false }
+            watch.watchClose { task.cancel() }
+            return true
         }.get()
-        guard let clientClosed else { return try await operation() }
-        return try await withThrowingTaskGroup(of: Logger?.self) { group in
-            group.addTask { try await operation() }
-            group.addTask {
-                let (closed, signal) = AsyncStream<Void>.makeStream()
-                clientClosed.whenComplete { _ in signal.finish() }
-                for await _ in closed {}
-                if Task.isCancelled { return nil }  // the operation finished first
-                throw CancellationError()
+        defer {
+            if watching == true {
+                channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
             }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let logger = result { return logger }
-            }
-            throw CancellationError()
         }
+        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
 
     /// Writes the request's record: the journal entry, the ledger line, the metrics. Called
@@ -263,32 +260,50 @@ struct ChatExchange {
         held.removeAll()
         var failure: RelayError?
         if !ended {
-            // Relay until the stream ends, or until the drain time after SIGTERM is over.
+            // Relay until the stream ends, or until the drain time after SIGTERM is over, or
+            // until the client has taken nothing for write_timeout. The relay runs in a task
+            // of its own so that those two can cancel it while this one still writes the
+            // end; they are callbacks, not tasks that wait.
             let relay = StreamRelay(iterator: iterator, writer: events, note: note)
+            let upstream = record.snapshot.upstream
+            let relayTask = Task { try await relay.run(upstream: upstream) }
+            let interruption = StreamInterruption()
+            let drain = self.gateway.drain
+            let drainRegistration = drain.onFire {
+                interruption.note(.drained)
+                relayTask.cancel()
+            }
             let writeTimeout = runtime.config.server.writeTimeout.duration
-            let outcome = try await withThrowingTaskGroup(of: StreamRelayOutcome.self) { group in
-                group.addTask { try await relay.run(upstream: record.snapshot.upstream) }
-                group.addTask {
-                    await self.gateway.drain.wait()
-                    return .drained
+            let channel = self.channel
+            let stallWatch = relay.watchForStall(timeout: writeTimeout, on: channel.eventLoop) {
+                // A write waiting on a client that does not read does not end by
+                // cancellation alone: closing the connection fails it.
+                interruption.note(.clientStalled)
+                relayTask.cancel()
+                channel.close(promise: nil)
+            }
+            let outcome: StreamRelayOutcome
+            do {
+                outcome = try await withTaskCancellationHandler { try await relayTask.value } onCancel: { relayTask.cancel() }
+            } catch {
+                guard let reason = interruption.reason else {
+                    drain.forget(drainRegistration)
+                    stallWatch.cancel()
+                    throw error
                 }
-                group.addTask { try await relay.stalled(after: writeTimeout) }
-                let first = try await group.next()!
-                if case .clientStalled = first {
-                    // The stalled write does not end by cancellation alone: closing the
-                    // connection fails it, and the upstream request is cancelled with the task.
-                    logger.warning(
-                        "dropped a stream: the client took none of it for write_timeout",
-                        metadata: ["write_timeout_ms": "\(writeTimeout.components.seconds * 1000 + writeTimeout.components.attoseconds / 1_000_000_000_000_000)"]
-                    )
-                    record.update {
-                        $0.error = "the client stopped reading"
-                        $0.clientDisconnected = true
-                    }
-                    self.channel.close(promise: nil)
+                outcome = reason
+            }
+            drain.forget(drainRegistration)
+            stallWatch.cancel()
+            if case .clientStalled = outcome {
+                logger.warning(
+                    "dropped a stream: the client took none of it for write_timeout",
+                    metadata: ["write_timeout_ms": "\(writeTimeout.components.seconds * 1000 + writeTimeout.components.attoseconds / 1_000_000_000_000_000)"]
+                )
+                record.update {
+                    $0.error = "the client stopped reading"
+                    $0.clientDisconnected = true
                 }
-                group.cancelAll()
-                return first
             }
             switch outcome {
             case .finished: break
@@ -407,24 +422,54 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable wh
         }
     }
 
-    /// Returns `.clientStalled` once a write has been waiting on the client for a whole
-    /// `timeout` (the client is not reading; its socket and our buffer are full). Time the
-    /// upstream is silent does not count: nothing is being written then.
-    func stalled(after timeout: Duration) async throws -> StreamRelayOutcome {
-        var seen = self.writer.completedFlushes
-        var waitingSince: Int?
-        while true {
-            try await TimerQueue.shared.sleep(for: timeout / 2)
-            let done = self.writer.completedFlushes
-            if done == seen, self.writer.isWaitingForClient {
-                if waitingSince == done { return .clientStalled }
-                waitingSince = done
-            } else {
-                waitingSince = nil
+    /// Calls `stalled` on `eventLoop` once a write has been waiting on the client for a
+    /// whole `timeout` (the client is not reading; its socket and our buffer are full).
+    /// Time the upstream is silent does not count: nothing is being written then. Checked
+    /// every half `timeout` by a repeated task of the event loop; cancel it when the
+    /// stream ends.
+    func watchForStall(timeout: Duration, on eventLoop: any EventLoop, stalled: @escaping @Sendable () -> Void) -> RepeatedTask {
+        let half = timeout / 2
+        let interval = TimeAmount.nanoseconds(max(1, half.components.seconds * 1_000_000_000 + half.components.attoseconds / 1_000_000_000))
+        let writer = self.writer
+        let watch = NIOLockedValueBox(StallWatch(seen: writer.completedFlushes))
+        return eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            if watch.withLockedValue({ $0.check(done: writer.completedFlushes, waiting: writer.isWaitingForClient) }) {
+                task.cancel()
+                stalled()
             }
-            seen = done
         }
     }
+}
+
+/// The write-stall check's memory between two looks: a stall is a write waiting through
+/// two looks in a row with no flush completed in between.
+struct StallWatch {
+    var seen: Int
+    var waitingSince: Int?
+
+    /// Takes a look; true when the client has stalled.
+    mutating func check(done: Int, waiting: Bool) -> Bool {
+        defer { self.seen = done }
+        guard done == self.seen, waiting else {
+            self.waitingSince = nil
+            return false
+        }
+        if self.waitingSince == done { return true }
+        self.waitingSince = done
+        return false
+    }
+}
+
+/// Why a stream's relay was cancelled while the client was still there, if it was.
+final class StreamInterruption: Sendable {
+    private let state = Mutex<StreamRelayOutcome?>(nil)
+
+    /// The first reason noted wins.
+    func note(_ reason: StreamRelayOutcome) {
+        self.state.withLock { if $0 == nil { $0 = reason } }
+    }
+
+    var reason: StreamRelayOutcome? { self.state.withLock { $0 } }
 }
 
 /// How relaying a stream ended.

@@ -42,7 +42,7 @@ final class ConnectionLimit: Sendable {
 ///   `408` and the connection is closed, so that such clients cannot hold the gateway's
 ///   connections (the time between requests on a kept-alive connection is the idle
 ///   timeout's);
-/// - the client closing its end (``clientClosed(on:)``), which cancels a request in flight.
+/// - the client closing its end (``watchClose(_:)``), which cancels a request in flight.
 ///
 /// Sits after the HTTP decoder, where it sees each request end, and puts a partner at the
 /// front of the pipeline, where it sees each request's first raw byte.
@@ -54,18 +54,34 @@ final class ClientWatchHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let logger: Logger
     private var deadline: Scheduled<Void>?
     private var reading = false
-    /// Completed when the client closes its side of the connection (or the connection goes).
-    private var inputClosed: EventLoopPromise<Void>?
+    /// Whether the client has closed its side of the connection (or the connection went).
+    private var clientHasClosed = false
+    /// What to call when it does: the request in flight's cancellation.
+    private var onClientClosed: (@Sendable () -> Void)?
 
-    /// Completes when the client has closed its end: what cancels a request in flight
-    /// whose client hung up (with remote half-closure on, NIO reports it as an event).
-    func clientClosed(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        if self.inputClosed == nil { self.inputClosed = eventLoop.makePromise() }
-        return self.inputClosed!.futureResult
+    /// Calls `callback` once when the client closes its end (with remote half-closure on,
+    /// NIO reports it as an event) or the connection goes; at once if that has happened.
+    /// One callback at a time, set per request and removed with ``unwatchClose()`` when it
+    /// ends, so that a kept-alive connection does not collect them. Call on the event loop.
+    func watchClose(_ callback: @escaping @Sendable () -> Void) {
+        guard !self.clientHasClosed else { return callback() }
+        self.onClientClosed = callback
+    }
+
+    /// Forgets the callback ``watchClose(_:)`` set. Call on the event loop.
+    func unwatchClose() {
+        self.onClientClosed = nil
+    }
+
+    private func noteClientClosed() {
+        self.clientHasClosed = true
+        let callback = self.onClientClosed
+        self.onClientClosed = nil
+        callback?()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .some(.inputClosed) = event as? ChannelEvent { self.inputClosed?.succeed() }
+        if case .some(.inputClosed) = event as? ChannelEvent { self.noteClientClosed() }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -81,7 +97,7 @@ final class ClientWatchHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.deadline?.cancel()
-        self.inputClosed?.succeed()
+        self.noteClientClosed()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -95,7 +111,7 @@ final class ClientWatchHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.deadline?.cancel()
-        self.inputClosed?.succeed()
+        self.noteClientClosed()
         context.fireChannelInactive()
     }
 

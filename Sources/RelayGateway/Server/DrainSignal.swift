@@ -5,7 +5,7 @@ import Synchronization
 final class DrainSignal: Sendable {
     private struct State {
         var fired = false
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var callbacks: [Int: @Sendable () -> Void] = [:]
         var nextID = 0
     }
 
@@ -14,32 +14,28 @@ final class DrainSignal: Sendable {
     var isFired: Bool { self.state.withLock { $0.fired } }
 
     func fire() {
-        let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let callbacks = self.state.withLock { state in
             state.fired = true
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters.values)
+            defer { state.callbacks.removeAll() }
+            return Array(state.callbacks.values)
         }
-        waiters.forEach { $0.resume() }
+        callbacks.forEach { $0() }
     }
 
-    /// Returns when the signal fires or the calling task is cancelled.
-    func wait() async {
-        let id = self.state.withLock { state -> Int in
+    /// Calls `callback` once when the signal fires (at once if it has), unless
+    /// ``forget(_:)`` is called with the returned registration first. A stream's relay
+    /// uses it instead of a task that waits.
+    func onFire(_ callback: @escaping @Sendable () -> Void) -> Int {
+        let (id, firedAlready) = self.state.withLock { state -> (Int, Bool) in
             state.nextID += 1
-            return state.nextID
+            if !state.fired { state.callbacks[state.nextID] = callback }
+            return (state.nextID, state.fired)
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let resumeNow = self.state.withLock { state -> Bool in
-                    if state.fired || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
-            waiter?.resume()
-        }
+        if firedAlready { callback() }
+        return id
+    }
+
+    func forget(_ registration: Int) {
+        _ = self.state.withLock { $0.callbacks.removeValue(forKey: registration) }
     }
 }
