@@ -62,8 +62,11 @@ public struct EventStream: AsyncSequence, Sendable {
     }
 }
 
+/// Holds a stage's iterator for the type-erased stream. One consumer pulls it, one call at a
+/// time, so the runtime's exclusivity check on `base` (an access that spans the `await`,
+/// tracked per event and per stage: 3% of a relayed chunk's CPU in perf) is left out.
 private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element == StreamEvent {
-    var base: Base
+    @exclusivity(unchecked) var base: Base
     init(_ base: Base) { self.base = base }
     func next() async throws -> StreamEvent? { try await self.base.next() }
 }

@@ -380,7 +380,8 @@ struct ChatExchange {
 /// Pulls events and writes them to the client until the stream ends; run as a child task
 /// so that the drain signal can stop it.
 final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable where Iterator.Element == StreamEvent {
-    private var iterator: Iterator
+    /// Pulled by ``run(upstream:)`` alone (see ``IteratorBox`` for why unchecked).
+    @exclusivity(unchecked) private var iterator: Iterator
     let writer: StreamBodyWriter
     private let note: @Sendable (StreamEvent) -> Void
 
