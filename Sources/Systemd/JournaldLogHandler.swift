@@ -69,7 +69,7 @@ public struct JournaldLogHandler: LogHandler {
         entry.append("CODE_LINE", String(event.line))
         entry.append("CODE_FUNC", event.function)
         entry.append("LOGGER_LABEL", self.label)
-        for (key, value) in self.mergedMetadata(event) {
+        for (key, value) in Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event) {
             guard var name = JournalFieldName.sanitized(key) else { continue }
             if Self.ownFieldNames.contains(name) {
                 name = "F_" + name
@@ -78,21 +78,6 @@ public struct JournaldLogHandler: LogHandler {
             entry.append(name, name == "MESSAGE_ID" ? Self.messageID(text) : text)
         }
         return entry
-    }
-
-    private func mergedMetadata(_ event: LogEvent) -> Logger.Metadata {
-        var merged = self.metadata
-        if let provided = self.metadataProvider?.get(), !provided.isEmpty {
-            merged.merge(provided) { _, provided in provided }
-        }
-        if let explicit = event.metadata, !explicit.isEmpty {
-            merged.merge(explicit) { _, explicit in explicit }
-        }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
-        return merged
     }
 
     static func syslogPriority(_ level: Logger.Level) -> Int {

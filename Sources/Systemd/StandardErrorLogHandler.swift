@@ -38,17 +38,7 @@ public struct StandardErrorLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = self.metadata
-        if let provided = self.metadataProvider?.get(), !provided.isEmpty {
-            merged.merge(provided) { _, provided in provided }
-        }
-        if let explicit = event.metadata, !explicit.isEmpty {
-            merged.merge(explicit) { _, explicit in explicit }
-        }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
+        let merged = Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event)
         var line = Self.timestamp()
         line += " \(event.level)"
         if !self.label.isEmpty { line += " \(self.label)" }
@@ -86,5 +76,25 @@ public struct StandardErrorLogHandler: LogHandler {
                 offset += written
             }
         }
+    }
+}
+
+extension Logger.Metadata {
+    /// An entry's metadata as `StreamLogHandler` merges it, for both of our handlers: the
+    /// handler's own, then the provider's, then the call's, later ones winning; an attached
+    /// error adds `error.message` and `error.type`.
+    static func merged(_ own: Logger.Metadata, provider: Logger.MetadataProvider?, event: LogEvent) -> Logger.Metadata {
+        var merged = own
+        if let provided = provider?.get(), !provided.isEmpty {
+            merged.merge(provided) { _, provided in provided }
+        }
+        if let explicit = event.metadata, !explicit.isEmpty {
+            merged.merge(explicit) { _, explicit in explicit }
+        }
+        if let error = event.error {
+            merged["error.message"] = "\(error)"
+            merged["error.type"] = "\(String(reflecting: type(of: error)))"
+        }
+        return merged
     }
 }
