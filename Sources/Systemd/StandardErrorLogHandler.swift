@@ -11,7 +11,7 @@ import Musl
 ///
 /// `StreamLogHandler` renders its metadata into text each time a key is set. The gateway
 /// sets several keys on every request's logger (request id, caller, model, upstream) and
-/// logs once at its end, so that rendering was 5% of a request's CPU. This handler
+/// logs once at its end, so that rendering was 5 to 11% of a one-chunk request's CPU in perf. This handler
 /// renders metadata only when it writes a line; metadata is merged the same way (the
 /// handler's own, then the provider's, then the call's, later ones winning).
 public struct StandardErrorLogHandler: LogHandler {

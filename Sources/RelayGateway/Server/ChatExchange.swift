@@ -282,19 +282,17 @@ struct ChatExchange {
                 relayTask.cancel()
                 channel.close(promise: nil)
             }
+            defer {
+                drain.forget(drainRegistration)
+                stallWatch.cancel()
+            }
             let outcome: StreamRelayOutcome
             do {
                 outcome = try await withTaskCancellationHandler { try await relayTask.value } onCancel: { relayTask.cancel() }
             } catch {
-                guard let reason = interruption.reason else {
-                    drain.forget(drainRegistration)
-                    stallWatch.cancel()
-                    throw error
-                }
+                guard let reason = interruption.reason else { throw error }
                 outcome = reason
             }
-            drain.forget(drainRegistration)
-            stallWatch.cancel()
             if case .clientStalled = outcome {
                 logger.warning(
                     "dropped a stream: the client took none of it for write_timeout",
@@ -377,8 +375,8 @@ struct ChatExchange {
     }
 }
 
-/// Pulls events and writes them to the client until the stream ends; run as a child task
-/// so that the drain signal can stop it.
+/// Pulls events and writes them to the client until the stream ends; run in a task of its
+/// own, so that the drain and the write-stall watch can cancel it.
 final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable where Iterator.Element == StreamEvent {
     /// Pulled by ``run(upstream:)`` alone (see ``IteratorBox`` for why unchecked).
     @exclusivity(unchecked) private var iterator: Iterator
@@ -429,8 +427,7 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable wh
     /// every half `timeout` by a repeated task of the event loop; cancel it when the
     /// stream ends.
     func watchForStall(timeout: Duration, on eventLoop: any EventLoop, stalled: @escaping @Sendable () -> Void) -> RepeatedTask {
-        let half = timeout / 2
-        let interval = TimeAmount.nanoseconds(max(1, half.components.seconds * 1_000_000_000 + half.components.attoseconds / 1_000_000_000))
+        let interval = max(TimeAmount(timeout / 2), .nanoseconds(1))
         let writer = self.writer
         let watch = NIOLockedValueBox(StallWatch(seen: writer.completedFlushes))
         return eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in

@@ -11,8 +11,6 @@ final class DrainSignal: Sendable {
 
     private let state = Mutex(State())
 
-    var isFired: Bool { self.state.withLock { $0.fired } }
-
     func fire() {
         let callbacks = self.state.withLock { state in
             state.fired = true

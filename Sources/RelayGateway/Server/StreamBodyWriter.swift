@@ -23,7 +23,7 @@ import Synchronization
 /// since each flush is queued on the loop before the caller's next step.
 final class StreamBodyWriter: Sendable {
     /// Bytes pending or in flight past which ``write(_:)`` waits.
-    static let defaultBudget = 64 * 1024
+    static let budget = 64 * 1024
 
     private struct State: ~Copyable {
         /// Appended by the relay, not yet handed to the channel.
@@ -37,7 +37,7 @@ final class StreamBodyWriter: Sendable {
         var waiter: CheckedContinuation<Void, any Error>?
         var cancelled = false
 
-        var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.defaultBudget }
+        var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.budget }
     }
 
     private let channel: any Channel
@@ -52,7 +52,7 @@ final class StreamBodyWriter: Sendable {
     var completedFlushes: Int { self.state.withLock { $0.completedFlushes } }
 
     /// Whether a write is waiting for the client to take what was written before.
-    var isWaitingForClient: Bool { self.state.withLock { $0.waiter != nil || !$0.hasRoom } }
+    var isWaitingForClient: Bool { self.state.withLock { !$0.hasRoom } }
 
     /// Queues `bytes` for the client; waits only when the budget is used up.
     func write(_ bytes: ByteBuffer) async throws {
@@ -88,14 +88,14 @@ final class StreamBodyWriter: Sendable {
         self.channel.pipeline.syncOperations.writeAndFlush(NIOAny(HTTPResponsePart.body(buffer)), promise: written)
         let count = buffer.readableBytes
         written.futureResult.whenComplete { result in
-            let waiter = self.state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            let (waiter, failure) = self.state.withLock { state -> (CheckedContinuation<Void, any Error>?, (any Error)?) in
                 state.inFlight -= count
                 state.completedFlushes += 1
                 if case .failure(let error) = result, state.failure == nil { state.failure = error }
-                guard state.failure != nil || state.hasRoom else { return nil }
-                return state.waiter.take()
+                guard state.failure != nil || state.hasRoom else { return (nil, nil) }
+                return (state.waiter.take(), state.failure)
             }
-            if let failure = self.state.withLock({ $0.failure }) {
+            if let failure {
                 waiter?.resume(throwing: failure)
             } else {
                 waiter?.resume()
