@@ -77,12 +77,13 @@ struct ChatExchange {
     /// every stream.
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
-        let task = Task { try await operation() }
-        let watching = try? await channel.eventLoop.submit {
+        let task = StreamTasks.start { try await operation() }
+        @Sendable func watch() -> Bool {
             guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else { return false }
             watch.watchClose { task.cancel() }
             return true
-        }.get()
+        }
+        let watching = channel.eventLoop.inEventLoop ? watch() : try? await channel.eventLoop.submit(watch).get()
         defer {
             if watching == true {
                 channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
@@ -266,7 +267,7 @@ struct ChatExchange {
             // end; they are callbacks, not tasks that wait.
             let relay = StreamRelay(iterator: iterator, writer: events, note: note)
             let upstream = record.snapshot.upstream
-            let relayTask = Task { try await relay.run(upstream: upstream) }
+            let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
             let interruption = StreamInterruption()
             let drain = self.gateway.drain
             let drainRegistration = drain.onFire {
@@ -320,6 +321,9 @@ struct ChatExchange {
         }
         record.update { $0.eventsSent = sent }
         self.complete(record, runtime: runtime, logger: logger)
+        // The end goes through Hummingbird's writer, which writes at once when called on
+        // the connection's loop: what is pending in ours must be written first.
+        events.flushPending()
         try await bodyWriter.finish(nil)
     }
 
