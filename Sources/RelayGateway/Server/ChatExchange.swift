@@ -77,13 +77,12 @@ struct ChatExchange {
     /// every stream.
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
-        let task = StreamTasks.start { try await operation() }
-        @Sendable func watch() -> Bool {
+        let task = Task { try await operation() }
+        let watching = try? await channel.eventLoop.submit {
             guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else { return false }
             watch.watchClose { task.cancel() }
             return true
-        }
-        let watching = channel.eventLoop.inEventLoop ? watch() : try? await channel.eventLoop.submit(watch).get()
+        }.get()
         defer {
             if watching == true {
                 channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
@@ -267,7 +266,7 @@ struct ChatExchange {
             // end; they are callbacks, not tasks that wait.
             let relay = StreamRelay(iterator: iterator, writer: events, note: note)
             let upstream = record.snapshot.upstream
-            let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
+            let relayTask = Task { try await relay.run(upstream: upstream) }
             let interruption = StreamInterruption()
             let drain = self.gateway.drain
             let drainRegistration = drain.onFire {
@@ -321,9 +320,6 @@ struct ChatExchange {
         }
         record.update { $0.eventsSent = sent }
         self.complete(record, runtime: runtime, logger: logger)
-        // The end goes through Hummingbird's writer, which writes at once when called on
-        // the connection's loop: what is pending in ours must be written first.
-        events.flushPending()
         try await bodyWriter.finish(nil)
     }
 

@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
-import RelayCore
 import ServiceLifecycle
 import Synchronization
 import Systemd
@@ -62,7 +61,6 @@ struct GatewayListener {
                 }
             }
         let childSetup = self.channel
-        let executors = EventLoopTaskExecutors(group: self.eventLoopGroup)
         let logger = self.logger
         let limit = self.connectionLimit
         let refusals = RateLimitedLog(logger: logger)
@@ -88,13 +86,7 @@ struct GatewayListener {
                 do {
                     try await server.executeThenClose { inbound in
                         for try await connection in inbound {
-                            // The connection's requests run on its own event loop (see EventLoopTaskExecutor).
-                            let executor = executors.executor(for: connection.channel.eventLoop)
-                            group.addTask(executorPreference: executor) {
-                                await StreamTasks.$executor.withValue(executor) {
-                                    await childSetup.handle(value: connection, logger: logger)
-                                }
-                            }
+                            group.addTask { await childSetup.handle(value: connection, logger: logger) }
                         }
                     }
                 } catch {
