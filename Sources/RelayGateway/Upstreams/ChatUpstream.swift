@@ -23,11 +23,14 @@ enum UpstreamResponseAdapter {
         maximumEventSize: Int,
         maximumBodySize: Int,
         commentsOnlyTimeout: CommentsOnlyTimeout? = nil,
+        deadline: UpstreamDeadline? = nil,
         mapError: @escaping @Sendable (any Error) -> RelayError
     ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
         if status.kind == .successful, streamRequested, isEventStream {
-            let events = UpstreamEventSequence(body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, mapError: mapError)
+            let events = UpstreamEventSequence(
+                body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, deadline: deadline, mapError: mapError
+            )
             return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events)))
         }
         var collected = ByteBuffer()
@@ -37,6 +40,7 @@ enum UpstreamResponseAdapter {
                     throw RelayError.upstreamFailed("The upstream response is larger than \(maximumBodySize) bytes.")
                 }
                 collected.writeBuffer(&part)
+                if let deadline, ContinuousClock.now > deadline.instant { throw deadline.error }
             }
         } catch let error as RelayError {
             throw error
@@ -65,6 +69,19 @@ struct CommentsOnlyTimeout: Sendable {
     }
 }
 
+/// When an upstream request must be over: its `total_timeout` after it was sent.
+///
+/// Checked as each frame (or, for a whole body, each read) arrives, so a stream that keeps
+/// sending is cut at the deadline; one that goes silent ends by the idle timeout first.
+struct UpstreamDeadline: Sendable {
+    var instant: ContinuousClock.Instant
+    var upstream: String
+
+    var error: RelayError {
+        .upstreamTimeout("Upstream '\(self.upstream)' did not finish within its total timeout.")
+    }
+}
+
 /// Upstream body bytes → SSE frames → classified events, with the upstream's errors
 /// turned into ``RelayError``s as they surface.
 struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sendable where Body.Element == ByteBuffer {
@@ -72,11 +89,13 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
     let body: Body
     let maximumEventSize: Int
     var commentsOnlyTimeout: CommentsOnlyTimeout? = nil
+    var deadline: UpstreamDeadline? = nil
     let mapError: @Sendable (any Error) -> RelayError
 
     struct AsyncIterator: AsyncIteratorProtocol {
         var frames: SSEFrameSequence<Body>.AsyncIterator
         let commentsOnlyTimeout: CommentsOnlyTimeout?
+        let deadline: UpstreamDeadline?
         /// When the stream started or last sent something other than a comment block.
         var lastMeaningful = ContinuousClock.now
         let mapError: @Sendable (any Error) -> RelayError
@@ -85,6 +104,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
             do {
                 guard let frame = try await self.frames.next() else { return nil }
                 let now = ContinuousClock.now
+                if let deadline = self.deadline, now > deadline.instant { throw deadline.error }
                 if !frame.isCommentOnly {
                     self.lastMeaningful = now
                 } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
@@ -107,6 +127,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         return AsyncIterator(
             frames: SSEFrameSequence(self.body, maximumEventSize: self.maximumEventSize).makeAsyncIterator(),
             commentsOnlyTimeout: self.commentsOnlyTimeout,
+            deadline: self.deadline,
             mapError: self.mapError
         )
     }

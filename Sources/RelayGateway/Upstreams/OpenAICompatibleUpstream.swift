@@ -78,24 +78,21 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         let response: HTTPClientResponse
         let client = self.clients.next()
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(self.totalTimeout.components.seconds) * 1_000_000_000)
-        let headTimeout = self.headTimeout
-        let logger = context.logger
-        let finished = outgoing
+        let started = ContinuousClock.now
+        let total = UpstreamDeadline(instant: started + self.totalTimeout, upstream: self.name)
+        // AsyncHTTPClient's deadline covers the wait for the response head only (its timer is
+        // cancelled once the head is in), which is what head_timeout needs: no task racing a
+        // timer, so no task started and joined per request. The total timeout then goes on
+        // with the body, checked as each frame arrives (see UpstreamDeadline).
+        let headTimeout = min(self.headTimeout, self.totalTimeout)
+        let headDeadline = NIODeadline.now() + TimeAmount(headTimeout)
         do {
-            // The head must come within head_timeout; the body then has the idle and total timeouts.
-            response = try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
-                group.addTask { try await client.execute(finished, deadline: deadline, logger: logger) }
-                group.addTask {
-                    try await TimerQueue.shared.sleep(for: headTimeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let response = first else {
-                    throw RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(headTimeout).")
-                }
-                return response
-            }
+            response = try await client.execute(outgoing, deadline: headDeadline, logger: context.logger)
+        } catch let error as HTTPClientError where error == .deadlineExceeded {
+            if Task.isCancelled { throw CancellationError() }
+            throw self.headTimeout <= self.totalTimeout
+                ? RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(self.headTimeout).")
+                : total.error
         } catch let error as RelayError {
             throw error
         } catch {
@@ -115,6 +112,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             maximumEventSize: self.maximumEventSize,
             maximumBodySize: self.maximumBodySize,
             commentsOnlyTimeout: CommentsOnlyTimeout(limit: self.idleTimeout, upstream: self.name),
+            deadline: total,
             mapError: mapError
         )
     }
