@@ -78,15 +78,14 @@ struct ChatExchange {
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
         let task = Task { try await operation() }
-        let watching = try? await channel.eventLoop.submit {
-            guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else { return false }
-            watch.watchClose { task.cancel() }
-            return true
-        }.get()
+        // Registered without waiting for the loop: a close seen before the registration runs
+        // calls back at once, and the loop runs the removal after it (both are queued on it,
+        // in order), so a kept-alive connection's next request never meets this callback.
+        channel.eventLoop.execute {
+            try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).watchClose { task.cancel() }
+        }
         defer {
-            if watching == true {
-                channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
-            }
+            channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
         }
         return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
     }
@@ -275,7 +274,7 @@ struct ChatExchange {
             }
             let writeTimeout = runtime.config.server.writeTimeout.duration
             let channel = self.channel
-            let stallWatch = relay.watchForStall(timeout: writeTimeout, on: channel.eventLoop) {
+            events.watchForStalls(timeout: writeTimeout) {
                 // A write waiting on a client that does not read does not end by
                 // cancellation alone: closing the connection fails it.
                 interruption.note(.clientStalled)
@@ -284,7 +283,7 @@ struct ChatExchange {
             }
             defer {
                 drain.forget(drainRegistration)
-                stallWatch.cancel()
+                events.stopWatchingForStalls()
             }
             let outcome: StreamRelayOutcome
             do {
@@ -327,10 +326,26 @@ struct ChatExchange {
     /// Which upstream served the response (after retries and fallbacks).
     static let upstreamField = HTTPField.Name("x-chatrelay-upstream")!
 
+    /// A request id: unique in the process, and not guessable from the ones before it.
+    ///
+    /// Each used to take two `getrandom` system calls. Now a random key chosen at start
+    /// and a counter go through splitmix64's finaliser (a bijection of 64-bit integers),
+    /// so no two requests of a process share an id; 16 more random bits of the key keep
+    /// ids of different runs apart.
     static func makeRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return "req_" + String(generator.next(), radix: 16) + String(generator.next() & 0xFFFF, radix: 16)
+        let count = Self.requestCounter.wrappingAdd(1, ordering: .relaxed).oldValue
+        var mixed = Self.requestIDKey.counter &+ UInt64(truncatingIfNeeded: count) &* 0x9E37_79B9_7F4A_7C15
+        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+        mixed ^= mixed >> 31
+        return "req_" + String(mixed, radix: 16) + String(Self.requestIDKey.suffix, radix: 16)
     }
+
+    private static let requestCounter = Atomic<Int>(0)
+    private static let requestIDKey: (counter: UInt64, suffix: UInt64) = {
+        var generator = SystemRandomNumberGenerator()
+        return (generator.next(), generator.next() & 0xFFFF)
+    }()
 
     /// Seconds as milliseconds with one decimal ("105.5"), without Foundation's `String(format:)`,
     /// which cost 2% of the CPU of a one-chunk request.
@@ -419,42 +434,6 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable wh
                 try Task.checkCancellation()
             }
         }
-    }
-
-    /// Calls `stalled` on `eventLoop` once a write has been waiting on the client for a
-    /// whole `timeout` (the client is not reading; its socket and our buffer are full).
-    /// Time the upstream is silent does not count: nothing is being written then. Checked
-    /// every half `timeout` by a repeated task of the event loop; cancel it when the
-    /// stream ends.
-    func watchForStall(timeout: Duration, on eventLoop: any EventLoop, stalled: @escaping @Sendable () -> Void) -> RepeatedTask {
-        let interval = max(TimeAmount(timeout / 2), .nanoseconds(1))
-        let writer = self.writer
-        let watch = NIOLockedValueBox(StallWatch(seen: writer.completedFlushes))
-        return eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
-            if watch.withLockedValue({ $0.check(done: writer.completedFlushes, waiting: writer.isWaitingForClient) }) {
-                task.cancel()
-                stalled()
-            }
-        }
-    }
-}
-
-/// The write-stall check's memory between two looks: a stall is a write waiting through
-/// two looks in a row with no flush completed in between.
-struct StallWatch {
-    var seen: Int
-    var waitingSince: Int?
-
-    /// Takes a look; true when the client has stalled.
-    mutating func check(done: Int, waiting: Bool) -> Bool {
-        defer { self.seen = done }
-        guard done == self.seen, waiting else {
-            self.waitingSince = nil
-            return false
-        }
-        if self.waitingSince == done { return true }
-        self.waitingSince = done
-        return false
     }
 }
 

@@ -31,11 +31,17 @@ final class StreamBodyWriter: Sendable {
         var flushQueued = false
         /// Handed to the channel, whose writes have not completed.
         var inFlight = 0
-        /// Flushes whose writes completed: what the write-stall watch counts.
+        /// Flushes whose writes completed: what the write-stall watch looks at.
         var completedFlushes = 0
         var failure: (any Error)?
         var waiter: CheckedContinuation<Void, any Error>?
         var cancelled = false
+        /// The write-stall watch: how long a write may wait with no flush completing, and
+        /// what to call then (see ``watchForStalls(timeout:stalled:)``).
+        var stallTimeout: TimeAmount?
+        var stalled: (@Sendable () -> Void)?
+        /// Armed only while a write waits.
+        var stallTimer: Scheduled<Void>?
 
         var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.budget }
     }
@@ -48,11 +54,47 @@ final class StreamBodyWriter: Sendable {
         self.state = Mutex(State(pending: channel.allocator.buffer(capacity: 0)))
     }
 
-    /// How many flushes the client has taken so far.
-    var completedFlushes: Int { self.state.withLock { $0.completedFlushes } }
+    /// Calls `stalled` (on the event loop, once) when a write has waited for a whole
+    /// `timeout` with no flush completing: the client is not reading, its socket and our
+    /// budget are full. Time the upstream is silent does not count, as nothing waits then.
+    ///
+    /// The timer runs only while a write waits, which a client that keeps up never makes
+    /// happen: no timer per stream (a repeated task per stream was 1 to 2% of a short
+    /// stream's CPU).
+    func watchForStalls(timeout: Duration, stalled: @escaping @Sendable () -> Void) {
+        self.state.withLock {
+            $0.stallTimeout = max(TimeAmount(timeout), .nanoseconds(1))
+            $0.stalled = stalled
+        }
+    }
 
-    /// Whether a write is waiting for the client to take what was written before.
-    var isWaitingForClient: Bool { self.state.withLock { !$0.hasRoom } }
+    /// Ends the watch (the stream is over).
+    func stopWatchingForStalls() {
+        let timer = self.state.withLock { state in
+            state.stalled = nil
+            return state.stallTimer.take()
+        }
+        timer?.cancel()
+    }
+
+    /// Arms the stall timer for a write that has begun to wait; called with the lock held.
+    private func armStallTimer(_ state: inout State) {
+        guard let timeout = state.stallTimeout, state.stalled != nil, state.stallTimer == nil else { return }
+        let flushesSoFar = state.completedFlushes
+        state.stallTimer = self.channel.eventLoop.scheduleTask(in: timeout) {
+            let stalled = self.state.withLock { state -> (@Sendable () -> Void)? in
+                state.stallTimer = nil
+                guard state.waiter != nil else { return nil }
+                guard state.completedFlushes == flushesSoFar else {
+                    // The client took something but the write still waits: a new timeout from now.
+                    self.armStallTimer(&state)
+                    return nil
+                }
+                return state.stalled.take()
+            }
+            stalled?()
+        }
+    }
 
     /// Queues `bytes` for the client; waits only when the budget is used up.
     func write(_ bytes: ByteBuffer) async throws {
@@ -93,6 +135,7 @@ final class StreamBodyWriter: Sendable {
                 state.completedFlushes += 1
                 if case .failure(let error) = result, state.failure == nil { state.failure = error }
                 guard state.failure != nil || state.hasRoom else { return (nil, nil) }
+                state.stallTimer.take()?.cancel()
                 return (state.waiter.take(), state.failure)
             }
             if let failure {
@@ -111,6 +154,7 @@ final class StreamBodyWriter: Sendable {
                     if state.cancelled { return .failure(CancellationError()) }
                     if state.hasRoom { return .success(()) }
                     state.waiter = continuation
+                    self.armStallTimer(&state)
                     return nil
                 }
                 if let outcome { continuation.resume(with: outcome) }
@@ -118,6 +162,7 @@ final class StreamBodyWriter: Sendable {
         } onCancel: {
             let waiter = self.state.withLock { state in
                 state.cancelled = true
+                state.stallTimer.take()?.cancel()
                 return state.waiter.take()
             }
             waiter?.resume(throwing: CancellationError())
