@@ -118,6 +118,8 @@ struct HTTPRequestHandler: Sendable {
 
     /// A client-supplied string made safe for a message: printable ASCII, bounded length.
     static func printable(_ text: String, limit: Int = 200) -> String {
+        // Model names and finish reasons, several times per request, are already printable.
+        if text.utf8.count <= limit, text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return text }
         let cleaned = String(text.unicodeScalars.prefix(limit).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
         return text.unicodeScalars.count > limit ? cleaned + "…" : cleaned
     }
