@@ -74,7 +74,7 @@ final class KeepaliveHandOff: Sendable {
             return true
         }
         guard start else { return }
-        let task = Task { await body() }
+        let task = StreamTasks.start { await body() }
         let closedMeanwhile = self.state.withLock { state in
             guard !state.closed else { return true }
             state.pump = task
@@ -339,7 +339,7 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
     }
 
     private func start() {
-        let task = Task { await self.run() }
+        let task = StreamTasks.start { await self.run() }
         let stoppedMeanwhile = self.state.withLock { state in
             guard !state.stopped else { return true }
             state.task = task

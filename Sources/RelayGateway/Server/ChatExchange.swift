@@ -24,6 +24,10 @@ struct ChatExchange {
     /// Events held before the head is sent; past this many the head goes out anyway.
     static let maximumHeldEvents = 1024
 
+    /// A request runs on its connection's event loop while fewer exchanges than this are in
+    /// flight on that loop's connections.
+    static let quietLoopExchanges = 4
+
     func run(writer: consuming ResponseWriter) async throws {
         let slot = ResponseWriterSlot(writer)
         let runtime = self.gateway.currentRuntime
@@ -77,7 +81,13 @@ struct ChatExchange {
     /// every stream.
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
-        let task = Task { try await operation() }
+        // On a quiet loop the exchange (and the stream's other tasks) run on the loop itself;
+        // on a busy one on Swift's global executor (see EventLoopTaskExecutor for why).
+        let loopExecutor = self.gateway.loopExecutors.executor(for: channel.eventLoop)
+        let busy = loopExecutor?.activeExchanges.wrappingAdd(1, ordering: .relaxed).oldValue ?? Int.max
+        defer { loopExecutor?.activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
+        let preferred: (any TaskExecutor)? = busy < Self.quietLoopExchanges ? loopExecutor : nil
+        let task = StreamTasks.$executor.withValue(preferred) { StreamTasks.start { try await operation() } }
         // Registered without waiting for the loop: a close seen before the registration runs
         // calls back at once, and the loop runs the removal after it (both are queued on it,
         // in order), so a kept-alive connection's next request never meets this callback.
@@ -265,7 +275,7 @@ struct ChatExchange {
             // end; they are callbacks, not tasks that wait.
             let relay = StreamRelay(iterator: iterator, writer: events, note: note)
             let upstream = record.snapshot.upstream
-            let relayTask = Task { try await relay.run(upstream: upstream) }
+            let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
             let interruption = StreamInterruption()
             let drain = self.gateway.drain
             let drainRegistration = drain.onFire {
@@ -319,6 +329,9 @@ struct ChatExchange {
         }
         record.update { $0.eventsSent = sent }
         self.complete(record, runtime: runtime, logger: logger)
+        // The end goes through Hummingbird's writer, which writes at once when called on
+        // the connection's loop: what is pending in ours must be written first.
+        events.flushPending()
         try await bodyWriter.finish(nil)
     }
 

@@ -35,6 +35,8 @@ public final class Gateway: Service, Sendable {
     let notifier = SystemdNotifier()
     /// The caller policy's counts and token budgets, kept across reloads.
     let callerGate: CallerGate
+    /// A task executor per event loop, for requests that run on their connection's loop.
+    let loopExecutors: EventLoopTaskExecutors
     private let readiness: (stream: AsyncStream<String>, continuation: AsyncStream<String>.Continuation)
 
     /// Builds the gateway for `config`; throws when the configuration cannot be served.
@@ -62,6 +64,7 @@ public final class Gateway: Service, Sendable {
         self.configPath = configPath
         self.logger = logger
         self.callerGate = CallerGate(config: config, logger: logger)
+        self.loopExecutors = EventLoopTaskExecutors(group: eventLoopGroup)
         self.readiness = AsyncStream.makeStream()
     }
 

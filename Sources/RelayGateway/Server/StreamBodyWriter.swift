@@ -19,8 +19,10 @@ import Synchronization
 /// upstream. A failed write (the client has gone) fails every later ``write(_:)``.
 ///
 /// The response head goes through Hummingbird's writer before the first event, and its
-/// `finish` writes the end after the last: both through the same event loop, in order,
-/// since each flush is queued on the loop before the caller's next step.
+/// `finish` writes the end after the last: both through the same event loop, in order.
+/// Off the loop each flush is queued before the caller's next step; on the loop (where a
+/// request on a quiet loop runs) Hummingbird writes at once, so the caller calls
+/// ``flushPending()`` before `finish`.
 final class StreamBodyWriter: Sendable {
     /// Bytes pending or in flight past which ``write(_:)`` waits.
     static let budget = 64 * 1024
@@ -114,6 +116,13 @@ final class StreamBodyWriter: Sendable {
             self.channel.eventLoop.execute { self.flush() }
         }
         if !hasRoom { try await self.waitForRoom() }
+    }
+
+    /// Writes what is pending now when called on the channel's event loop, so that a write
+    /// made next on the loop (the response's end) comes after it. Off the loop the flush
+    /// already queued comes first anyway.
+    func flushPending() {
+        if self.channel.eventLoop.inEventLoop { self.flush() }
     }
 
     /// Runs on the channel's event loop: writes everything pending as one body part.

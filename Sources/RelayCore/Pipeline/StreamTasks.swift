@@ -1,0 +1,25 @@
+/// Where a stream's own tasks run.
+///
+/// The gateway runs each client connection's requests on that connection's event loop
+/// (``StreamTasks/executor`` is a task executor for it), so that an event goes from the
+/// upstream's socket to the client's without waking another thread. A task started with
+/// `Task { }` does not inherit a task's executor preference; stages that start one (the
+/// keepalive pump) start it with ``start(_:)`` so that it runs there too. With no
+/// preference set (unit tests, or a caller outside the gateway) tasks run on Swift's
+/// global executor, as before.
+public enum StreamTasks {
+    /// The executor the current stream's tasks prefer, if any.
+    @TaskLocal public static var executor: (any TaskExecutor)?
+
+    /// Starts an unstructured task on the current stream's executor.
+    @discardableResult
+    public static func start<Success: Sendable>(_ operation: sending @escaping () async throws -> Success) -> Task<Success, any Error> {
+        Task(executorPreference: self.executor, operation: operation)
+    }
+
+    /// Starts an unstructured task that cannot fail on the current stream's executor.
+    @discardableResult
+    public static func start<Success: Sendable>(_ operation: sending @escaping () async -> Success) -> Task<Success, Never> {
+        Task(executorPreference: self.executor, operation: operation)
+    }
+}
