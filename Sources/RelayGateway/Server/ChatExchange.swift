@@ -26,7 +26,7 @@ struct ChatExchange {
 
     /// A request runs on its connection's event loop while fewer exchanges than this are in
     /// flight on that loop's connections.
-    static let quietLoopExchanges = 4
+    static let quietLoopExchanges = 1
 
     func run(writer: consuming ResponseWriter) async throws {
         let slot = ResponseWriterSlot(writer)
