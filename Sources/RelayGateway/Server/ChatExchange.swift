@@ -25,7 +25,7 @@ struct ChatExchange {
     static let maximumHeldEvents = 1024
 
     /// A request runs on its connection's event loop while fewer exchanges than this are in
-    /// flight on that loop's connections.
+    /// flight on that loop's connections: with 1, only when the loop serves no other.
     static let quietLoopExchanges = 1
 
     func run(writer: consuming ResponseWriter) async throws {
