@@ -1,8 +1,9 @@
 /// Where a stream's own tasks run.
 ///
-/// The gateway runs each client connection's requests on that connection's event loop
-/// (``StreamTasks/executor`` is a task executor for it), so that an event goes from the
-/// upstream's socket to the client's without waking another thread. A task started with
+/// The gateway runs a request on its client connection's event loop when that loop serves
+/// no other request (``StreamTasks/executor`` is then a task executor for the loop), so
+/// that an event goes from the upstream's socket to the client's without waking another
+/// thread. A task started with
 /// `Task { }` does not inherit a task's executor preference; stages that start one (the
 /// keepalive pump) start it with ``start(_:)`` so that it runs there too. With no
 /// preference set (unit tests, or a caller outside the gateway) tasks run on Swift's

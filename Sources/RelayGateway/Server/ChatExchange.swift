@@ -78,15 +78,16 @@ struct ChatExchange {
     /// cannot tell that the client has gone; the close event from the pipeline does. The
     /// operation runs in a task of its own, which the connection's watch cancels: a
     /// callback rather than a second task waiting for the close, which held memory for
-    /// every stream.
+    /// every stream. That task runs on the connection's event loop when the loop serves no
+    /// other exchange, on Swift's global executor otherwise (see ``quietLoopExchanges``).
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
         let channel = self.channel
         // On a quiet loop the exchange (and the stream's other tasks) run on the loop itself;
         // on a busy one on Swift's global executor (see EventLoopTaskExecutor for why).
         let loopExecutor = self.gateway.loopExecutors.executor(for: channel.eventLoop)
-        let busy = loopExecutor?.activeExchanges.wrappingAdd(1, ordering: .relaxed).oldValue ?? Int.max
+        let othersOnLoop = loopExecutor?.activeExchanges.wrappingAdd(1, ordering: .relaxed).oldValue ?? Int.max
         defer { loopExecutor?.activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
-        let preferred: (any TaskExecutor)? = busy < Self.quietLoopExchanges ? loopExecutor : nil
+        let preferred: (any TaskExecutor)? = othersOnLoop < Self.quietLoopExchanges ? loopExecutor : nil
         let task = StreamTasks.$executor.withValue(preferred) { StreamTasks.start { try await operation() } }
         // Registered without waiting for the loop: a close seen before the registration runs
         // calls back at once, and the loop runs the removal after it (both are queued on it,

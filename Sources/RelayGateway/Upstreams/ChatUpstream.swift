@@ -77,8 +77,11 @@ struct UpstreamDeadline: Sendable {
     var instant: ContinuousClock.Instant
     var upstream: String
 
-    var error: RelayError {
-        .upstreamTimeout("Upstream '\(self.upstream)' did not finish within its total timeout.")
+    var error: RelayError { Self.exceeded(upstream: self.upstream) }
+
+    /// What the client is told when an upstream's total timeout is over.
+    static func exceeded(upstream: String) -> RelayError {
+        .upstreamTimeout("Upstream '\(upstream)' did not finish within its total timeout.")
     }
 }
 

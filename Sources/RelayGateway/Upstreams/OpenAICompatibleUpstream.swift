@@ -78,8 +78,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         let response: HTTPClientResponse
         let client = self.clients.next()
-        let started = ContinuousClock.now
-        let total = UpstreamDeadline(instant: started + self.totalTimeout, upstream: self.name)
+        let total = UpstreamDeadline(instant: .now + self.totalTimeout, upstream: self.name)
         // AsyncHTTPClient's deadline covers the wait for the response head only (its timer is
         // cancelled once the head is in), which is what head_timeout needs: no task racing a
         // timer, so no task started and joined per request. The total timeout then goes on
@@ -131,7 +130,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             case .readTimeout:
                 return .upstreamTimeout("Upstream '\(upstream)' sent nothing for longer than its idle timeout.")
             case .deadlineExceeded:
-                return .upstreamTimeout("Upstream '\(upstream)' did not finish within its total timeout.")
+                return UpstreamDeadline.exceeded(upstream: upstream)
             case .connectTimeout:
                 return .upstreamTimeout("Connecting to upstream '\(upstream)' timed out.")
             case .remoteConnectionClosed:
