@@ -110,4 +110,25 @@ struct StreamEventTests {
         let events = try jsons.map { try ChunkSamples.event($0) } + [try ChunkSamples.event(block: "data: [DONE]\n\n")]
         #expect(events.firstIndex(where: \.commits) == 6)
     }
+
+    /// Every stage copies events and every stream's suspended tasks hold some in their
+    /// async frames; the facts and the rare SSE fields live behind references to keep
+    /// that cheap. (It was about 250 bytes with them inline.)
+    @Test("An event stays small: its facts and the rare SSE fields sit behind references")
+    func small() throws {
+        #expect(MemoryLayout<StreamEvent>.size <= 96)
+        var event = try ChunkSamples.event(ChunkSamples.xaiContent)
+        let facts = try #require(event.facts)
+        var copy = event
+        copy.facts?.finishReason = "stop"
+        #expect(copy.facts?.finishReason == "stop")
+        #expect(event.facts == facts, "a copy's change does not reach the original")
+        event.frame.eventType = "message"
+        event.frame.retry = 5
+        #expect(event.frame.eventType == "message" && event.frame.retry == 5 && event.frame.id == nil)
+        #expect(event.frame != copy.frame)
+        event.frame.eventType = nil
+        event.frame.retry = nil
+        #expect(event.frame == copy.frame)
+    }
 }

@@ -12,13 +12,25 @@ public struct SSEFrame: Sendable, Equatable {
     /// The `data` lines joined with LF, or nil when the block has no `data` field.
     public var data: ByteBuffer?
     /// The `event` field, if any.
-    public var eventType: String?
+    public var eventType: String? {
+        get { self.rareFields?.eventType }
+        set { self.rareFields = RareFields.make(eventType: newValue, id: self.id, retry: self.retry) }
+    }
     /// The `id` field, if any.
-    public var id: String?
+    public var id: String? {
+        get { self.rareFields?.id }
+        set { self.rareFields = RareFields.make(eventType: self.eventType, id: newValue, retry: self.retry) }
+    }
     /// The `retry` field, if any and if it is a number.
-    public var retry: Int?
+    public var retry: Int? {
+        get { self.rareFields?.retry }
+        set { self.rareFields = RareFields.make(eventType: self.eventType, id: self.id, retry: newValue) }
+    }
     /// Whether the block holds at least one `:` comment line.
     public var hasComment: Bool
+    /// `event`, `id` and `retry`, which chat streams hardly use, behind one reference (nil
+    /// when none is set), to keep a frame small: see ``StreamEvent``.
+    private var rareFields: RareFields?
 
     public init(
         raw: ByteBuffer,
@@ -30,14 +42,35 @@ public struct SSEFrame: Sendable, Equatable {
     ) {
         self.raw = raw
         self.data = data
-        self.eventType = eventType
-        self.id = id
-        self.retry = retry
+        self.rareFields = RareFields.make(eventType: eventType, id: id, retry: retry)
         self.hasComment = hasComment
     }
 
     /// True for a block made only of comment lines (`: keepalive`, `: OPENROUTER PROCESSING`).
     public var isCommentOnly: Bool {
-        self.hasComment && self.data == nil && self.eventType == nil && self.id == nil && self.retry == nil
+        self.hasComment && self.data == nil && self.rareFields == nil
+    }
+}
+
+/// The fields of an SSE block that chat streams seldom carry.
+private final class RareFields: Sendable, Equatable {
+    let eventType: String?
+    let id: String?
+    let retry: Int?
+
+    private init(eventType: String?, id: String?, retry: Int?) {
+        self.eventType = eventType
+        self.id = id
+        self.retry = retry
+    }
+
+    /// Nil when no field is set.
+    static func make(eventType: String?, id: String?, retry: Int?) -> RareFields? {
+        if eventType == nil, id == nil, retry == nil { return nil }
+        return RareFields(eventType: eventType, id: id, retry: retry)
+    }
+
+    static func == (lhs: RareFields, rhs: RareFields) -> Bool {
+        lhs.eventType == rhs.eventType && lhs.id == rhs.id && lhs.retry == rhs.retry
     }
 }

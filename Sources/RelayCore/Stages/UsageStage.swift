@@ -69,23 +69,30 @@ struct UsageEventSequence: AsyncSequence, Sendable {
 
         mutating func next() async throws -> StreamEvent? {
             while let event = try await self.base.next() {
-                guard let facts = event.facts else {
-                    self.record.update { $0.eventsReceived += 1 }
-                    return event
-                }
-                let tokens = facts.usage.flatMap(UsageNormalizer.tokens(from:))
-                self.record.update { record in
-                    record.eventsReceived += 1
-                    if let tokens { record.tokens = tokens }
-                    if record.servedModel == nil, let model = facts.model, !model.isEmpty { record.servedModel = model }
-                    if record.finishReason == nil { record.finishReason = facts.finishReason }
-                }
-                // With no choices there is nothing a client shows; vendor statistics riding
-                // along (llama.cpp's `timings`) are part of the usage report and go with it.
-                if self.hidesUsageChunk, facts.hasNoChoices, facts.usage != nil { continue }
-                return event
+                if self.passes(event) { return event }
             }
             return nil
+        }
+
+        /// Records what `event` says; false if the client should not see it. Kept out of
+        /// `next` so that its values do not widen the async frame that every stream holds
+        /// for as long as it lasts.
+        @inline(never)
+        private func passes(_ event: StreamEvent) -> Bool {
+            guard let facts = event.facts else {
+                self.record.update { $0.eventsReceived += 1 }
+                return true
+            }
+            let tokens = facts.usage.flatMap(UsageNormalizer.tokens(from:))
+            self.record.update { record in
+                record.eventsReceived += 1
+                if let tokens { record.tokens = tokens }
+                if record.servedModel == nil, let model = facts.model, !model.isEmpty { record.servedModel = model }
+                if record.finishReason == nil { record.finishReason = facts.finishReason }
+            }
+            // With no choices there is nothing a client shows; vendor statistics riding
+            // along (llama.cpp's `timings`) are part of the usage report and go with it.
+            return !(self.hidesUsageChunk && facts.hasNoChoices && facts.usage != nil)
         }
     }
 }
