@@ -32,12 +32,8 @@ struct ChatExchange {
         let slot = ResponseWriterSlot(writer)
         let runtime = self.gateway.currentRuntime
         let caller = await PeerCredentials.read(from: self.channel)
-        let requestID = Self.makeRequestID()
-        var logger = self.gateway.logger
-        logger[metadataKey: "request_id"] = .string(requestID)
-        if let caller { logger.annotate(caller: caller) }
-        let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
-        self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
+        let (record, firstLogger) = self.begin(caller: caller)
+        var logger = firstLogger
         do {
             logger = try await self.cancellingIfClientCloses { [logger] in
                 var logger = logger
@@ -45,20 +41,41 @@ struct ChatExchange {
                 return logger
             }
         } catch {
-            let responseStarted = !slot.isUnused
-            if !responseStarted {
-                // Nothing has been written: the client may still be there to hear why.
-                let relayError = (error as? RelayError) ?? .internalError("The request failed inside the gateway.")
-                record.update { $0.status = relayError.status.code; $0.error = relayError.message }
-                if !(error is CancellationError), let writer = slot.take() {
-                    try? await HTTPRequestHandler.write(error: relayError, to: writer)
-                }
-            }
-            if Self.clientLeft(after: error, responseStarted: responseStarted, cancelled: Task.isCancelled) {
-                record.update { $0.clientDisconnected = true }
-            }
+            await self.fail(with: error, slot: slot, record: record)
         }
         self.complete(record, runtime: runtime, logger: logger)
+    }
+
+    /// The request's id, record and logger. (The synchronous parts of `run` are kept out
+    /// of it, here and in `fail`, so that its async frame, held by every request for as
+    /// long as it lasts, stays small.)
+    @inline(never)
+    private func begin(caller: CallerIdentity?) -> (RequestRecord, Logger) {
+        let requestID = Self.makeRequestID()
+        var logger = self.gateway.logger
+        logger[metadataKey: "request_id"] = .string(requestID)
+        if let caller { logger.annotate(caller: caller) }
+        let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
+        self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
+        return (record, logger)
+    }
+
+    /// Ends a request that failed: an OpenAI-style error if nothing was written yet and
+    /// the client may still be there, and the record of why.
+    @inline(never)
+    private func fail(with error: any Error, slot: ResponseWriterSlot, record: RequestRecord) async {
+        let responseStarted = !slot.isUnused
+        if !responseStarted {
+            // Nothing has been written: the client may still be there to hear why.
+            let relayError = (error as? RelayError) ?? .internalError("The request failed inside the gateway.")
+            record.update { $0.status = relayError.status.code; $0.error = relayError.message }
+            if !(error is CancellationError), let writer = slot.take() {
+                try? await HTTPRequestHandler.write(error: relayError, to: writer)
+            }
+        }
+        if Self.clientLeft(after: error, responseStarted: responseStarted, cancelled: Task.isCancelled) {
+            record.update { $0.clientDisconnected = true }
+        }
     }
 
     /// Whether a request that ended with `error` ended because the client left: its hang-up
@@ -130,6 +147,32 @@ struct ChatExchange {
         record: RequestRecord,
         logger: inout Logger
     ) async throws {
+        // Everything up to the commit point runs in a child task, whose memory goes when it
+        // ends (see StreamTasks.inChildTask): this task then holds only what writing needs.
+        let (opening, routedLogger) = try await StreamTasks.inChildTask { [logger] in
+            var logger = logger
+            let opening = try await self.open(body: body, runtime: runtime, record: record, logger: &logger)
+            return (opening, logger)
+        }
+        logger = routedLogger
+        switch opening {
+        case .whole(let response, let buffer):
+            try await self.writeWhole(response, body: buffer, slot: slot, record: record, runtime: runtime, logger: logger)
+        case .stream(let response, let held, let rest):
+            self.gateway.statistics.activeStreams.add(1, ordering: .relaxed)
+            defer { self.gateway.statistics.activeStreams.subtract(1, ordering: .relaxed) }
+            try await self.writeStream(response, held: held, rest: rest?.iterator, slot: slot, record: record, runtime: runtime, logger: logger)
+        }
+    }
+
+    /// Reads and validates the body, routes the model, runs the pipeline, and for a stream
+    /// pulls events up to the commit point: all that comes before a byte is written.
+    private func open(
+        body: RequestBody,
+        runtime: GatewayRuntime,
+        record: RequestRecord,
+        logger: inout Logger
+    ) async throws -> ResponseOpening {
         let limit = runtime.config.server.maxRequestBody.bytes
         let bytes: ByteBuffer
         do {
@@ -180,14 +223,21 @@ struct ChatExchange {
         }
         switch response.body {
         case .whole(let buffer):
-            try await self.writeWhole(response, body: buffer, slot: slot, record: record, runtime: runtime, logger: logger)
+            return .whole(response, buffer)
         case .events(let events):
-            self.gateway.statistics.activeStreams.add(1, ordering: .relaxed)
-            defer { self.gateway.statistics.activeStreams.subtract(1, ordering: .relaxed) }
-            try await self.writeStream(response, events: events, slot: slot, record: record, runtime: runtime, logger: logger)
+            // Hold the head back until the commit point: a failure before it is a clean HTTP error.
+            var iterator = events.makeAsyncIterator()
+            var held: [StreamEvent] = []
+            while true {
+                guard let event = try await iterator.next() else { return .stream(response, held: held, rest: nil) }
+                held.append(event)
+                if event.commits || event.kind == .heartbeat || held.count >= Self.maximumHeldEvents { break }
+            }
+            return .stream(response, held: held, rest: HandedOverIterator(iterator: iterator))
         }
     }
 
+    @inline(never)
     private func writeWhole(
         _ response: ChatResponse,
         body: ByteBuffer,
@@ -218,32 +268,15 @@ struct ChatExchange {
 
     private func writeStream(
         _ response: ChatResponse,
-        events: EventStream,
+        held: [StreamEvent],
+        rest iterator: EventStream.Iterator?,
         slot: ResponseWriterSlot,
         record: RequestRecord,
         runtime: GatewayRuntime,
         logger: Logger
     ) async throws {
-        var iterator = events.makeAsyncIterator()
-        // Hold the head back until the commit point: a failure before it is a clean HTTP error.
-        var held: [StreamEvent] = []
-        var ended = false
-        while true {
-            guard let event = try await iterator.next() else {
-                ended = true
-                break
-            }
-            held.append(event)
-            if event.commits || event.kind == .heartbeat || held.count >= Self.maximumHeldEvents { break }
-        }
-        var head = HTTPResponse(status: response.status)
-        head.headerFields = response.headerFields
-        head.headerFields[.contentType] = "text/event-stream; charset=utf-8"
-        head.headerFields[.cacheControl] = "no-cache"
-        head.headerFields[Self.requestIDField] = record.snapshot.requestID
-        head.headerFields[Self.upstreamField] = record.snapshot.upstream
         guard let writer = slot.take() else { return }
-        let bodyWriter = try await writer.writeHead(head)
+        let bodyWriter = try await writer.writeHead(Self.streamHead(response, record: record))
         record.update {
             $0.status = response.status.code
             $0.timeToFirstByte = record.elapsed()
@@ -267,52 +300,18 @@ struct ChatExchange {
         held.forEach(note)
         let events = StreamBodyWriter(channel: self.channel)
         try await events.write(contentsOf: held.lazy.map(\.bytes))
-        held.removeAll()
         var failure: RelayError?
-        if !ended {
-            // Relay until the stream ends, or until the drain time after SIGTERM is over, or
-            // until the client has taken nothing for write_timeout. The relay runs in a task
-            // of its own so that those two can cancel it while this one still writes the
-            // end; they are callbacks, not tasks that wait.
-            let relay = StreamRelay(iterator: iterator, writer: events, note: note)
-            let upstream = record.snapshot.upstream
-            let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
-            let interruption = StreamInterruption()
-            let drain = self.gateway.drain
-            let drainRegistration = drain.onFire {
-                interruption.note(.drained)
-                relayTask.cancel()
-            }
-            let writeTimeout = runtime.config.server.writeTimeout.duration
-            let channel = self.channel
-            events.watchForStalls(timeout: writeTimeout) {
-                // A write waiting on a client that does not read does not end by
-                // cancellation alone: closing the connection fails it.
-                interruption.note(.clientStalled)
-                relayTask.cancel()
-                channel.close(promise: nil)
-            }
-            defer {
-                drain.forget(drainRegistration)
-                events.stopWatchingForStalls()
-            }
+        if let iterator {
+            let relay = self.startRelay(iterator: iterator, events: events, note: note, record: record, runtime: runtime)
+            defer { relay.stopWatching() }
             let outcome: StreamRelayOutcome
             do {
-                outcome = try await withTaskCancellationHandler { try await relayTask.value } onCancel: { relayTask.cancel() }
+                outcome = try await withTaskCancellationHandler { try await relay.task.value } onCancel: { relay.task.cancel() }
             } catch {
-                guard let reason = interruption.reason else { throw error }
+                guard let reason = relay.interruption.reason else { throw error }
                 outcome = reason
             }
-            if case .clientStalled = outcome {
-                logger.warning(
-                    "dropped a stream: the client took none of it for write_timeout",
-                    metadata: ["write_timeout_ms": "\(writeTimeout.components.seconds * 1000 + writeTimeout.components.attoseconds / 1_000_000_000_000_000)"]
-                )
-                record.update {
-                    $0.error = "the client stopped reading"
-                    $0.clientDisconnected = true
-                }
-            }
+            if case .clientStalled = outcome { Self.noteStalled(record: record, writeTimeout: relay.writeTimeout, logger: logger) }
             switch outcome {
             case .finished: break
             case .failed(let error): failure = error
@@ -334,6 +333,66 @@ struct ChatExchange {
         // the connection's loop: what is pending in ours must be written first.
         events.flushPending()
         try await bodyWriter.finish(nil)
+    }
+
+    /// The head of a streamed response.
+    @inline(never)
+    private static func streamHead(_ response: ChatResponse, record: RequestRecord) -> HTTPResponse {
+        var head = HTTPResponse(status: response.status)
+        head.headerFields = response.headerFields
+        head.headerFields[.contentType] = "text/event-stream; charset=utf-8"
+        head.headerFields[.cacheControl] = "no-cache"
+        head.headerFields[Self.requestIDField] = record.snapshot.requestID
+        head.headerFields[Self.upstreamField] = record.snapshot.upstream
+        return head
+    }
+
+    /// Starts relaying the rest of a stream in a task of its own, which ends with the
+    /// stream, or when the drain time after SIGTERM is over, or when the client has taken
+    /// nothing for write_timeout: those two cancel it (callbacks, not tasks that wait) while
+    /// the exchange still writes the end.
+    @inline(never)
+    private func startRelay(
+        iterator: EventStream.Iterator,
+        events: StreamBodyWriter,
+        note: @escaping @Sendable (StreamEvent) -> Void,
+        record: RequestRecord,
+        runtime: GatewayRuntime
+    ) -> RunningRelay {
+        let relay = StreamRelay(iterator: iterator, writer: events, note: note)
+        let upstream = record.snapshot.upstream
+        let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
+        let interruption = StreamInterruption()
+        let drain = self.gateway.drain
+        let drainRegistration = drain.onFire {
+            interruption.note(.drained)
+            relayTask.cancel()
+        }
+        let writeTimeout = runtime.config.server.writeTimeout.duration
+        let channel = self.channel
+        events.watchForStalls(timeout: writeTimeout) {
+            // A write waiting on a client that does not read does not end by
+            // cancellation alone: closing the connection fails it.
+            interruption.note(.clientStalled)
+            relayTask.cancel()
+            channel.close(promise: nil)
+        }
+        return RunningRelay(task: relayTask, interruption: interruption, writeTimeout: writeTimeout) {
+            drain.forget(drainRegistration)
+            events.stopWatchingForStalls()
+        }
+    }
+
+    @inline(never)
+    private static func noteStalled(record: RequestRecord, writeTimeout: Duration, logger: Logger) {
+        logger.warning(
+            "dropped a stream: the client took none of it for write_timeout",
+            metadata: ["write_timeout_ms": "\(writeTimeout.components.seconds * 1000 + writeTimeout.components.attoseconds / 1_000_000_000_000_000)"]
+        )
+        record.update {
+            $0.error = "the client stopped reading"
+            $0.clientDisconnected = true
+        }
     }
 
     static let requestIDField = HTTPField.Name("x-request-id")!
@@ -451,6 +510,15 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable wh
     }
 }
 
+/// A stream's relay task and what may interrupt it (see ``ChatExchange/startRelay``).
+private struct RunningRelay: Sendable {
+    let task: Task<StreamRelayOutcome, any Error>
+    let interruption: StreamInterruption
+    let writeTimeout: Duration
+    /// Forgets the drain registration and stops the write-stall watch.
+    let stopWatching: @Sendable () -> Void
+}
+
 /// Why a stream's relay was cancelled while the client was still there, if it was.
 final class StreamInterruption: Sendable {
     private let state = Mutex<StreamRelayOutcome?>(nil)
@@ -470,6 +538,19 @@ enum StreamRelayOutcome: Sendable {
     case drained
     /// The client took none of the stream for `write_timeout`.
     case clientStalled
+}
+
+/// What an exchange has before it writes anything: the response, and for a stream the
+/// events up to the commit point and the iterator for the rest (nil if the stream ended).
+private enum ResponseOpening: Sendable {
+    case whole(ChatResponse, ByteBuffer)
+    case stream(ChatResponse, held: [StreamEvent], rest: HandedOverIterator?)
+}
+
+/// An event iterator passed from the task that started pulling it to the one that goes on:
+/// one task pulls it at a time, the first having ended before the second begins.
+private struct HandedOverIterator: @unchecked Sendable {
+    let iterator: EventStream.Iterator
 }
 
 /// Per-stream counters shared by the relay task and the exchange.

@@ -5,7 +5,10 @@ import RelayCore
 /// One generation of configuration, built whole: the router with a pipeline folded around
 /// each upstream. Requests take the generation current when they arrive and keep it to the
 /// end, so a reload never changes a stream in flight.
-public struct GatewayRuntime: Sendable {
+///
+/// A class: every request holds it in the async frames of its tasks for as long as it
+/// lasts, and a reference is 8 bytes where the configuration is hundreds.
+public final class GatewayRuntime: Sendable {
     public let config: GatewayConfig
     public let router: ModelRouter
     /// When this generation was built (seconds since 1970; `created` in `/v1/models`).

@@ -23,6 +23,18 @@ struct HTTPRequestHandler: Sendable {
     ]
 
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+        // A stream holds this frame for as long as it lasts: the other routes, and what they
+        // keep in their frames, are kept out of it.
+        if request.method == .post, request.uri.path == "/v1/chat/completions" {
+            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(writer: writer)
+        } else {
+            try await self.respondOutsideChat(to: request, writer: writer, channel: channel)
+        }
+    }
+
+    /// Every route and method but `POST /v1/chat/completions`.
+    @inline(never)
+    private func respondOutsideChat(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
         let path = request.uri.path
         guard let method = Self.routes[path] else {
             try await Self.write(error: .notFound("Unknown path \(Self.printable(path)). This gateway serves /v1/chat/completions, /v1/models and /healthz."), to: writer)
