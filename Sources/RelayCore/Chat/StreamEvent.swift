@@ -6,7 +6,7 @@ public import NIOCore
 /// facts the stages need (``ChunkFacts``), read once when the event enters the pipeline.
 ///
 /// Events are copied from stage to stage and held in the async frames of every stream's
-/// tasks, so the value is kept small (88 bytes): the facts, about 130 bytes with six
+/// tasks, so the value is kept small (under 100 bytes): the facts, about 130 bytes with six
 /// reference-counted fields, live behind one reference, which is set once and only read.
 public struct StreamEvent: Sendable {
     /// What an event is, as far as the relay is concerned.
