@@ -15,13 +15,17 @@ public enum StreamTasks {
     /// Starts an unstructured task on the current stream's executor.
     @discardableResult
     public static func start<Success: Sendable>(_ operation: sending @escaping () async throws -> Success) -> Task<Success, any Error> {
-        Task(executorPreference: self.executor, operation: operation)
+        // Not `Task(executorPreference: nil)`: a task made that way still takes a lock to
+        // look its preference up every time it switches executors.
+        guard let executor = self.executor else { return Task(operation: operation) }
+        return Task(executorPreference: executor, operation: operation)
     }
 
     /// Starts an unstructured task that cannot fail on the current stream's executor.
     @discardableResult
     public static func start<Success: Sendable>(_ operation: sending @escaping () async -> Success) -> Task<Success, Never> {
-        Task(executorPreference: self.executor, operation: operation)
+        guard let executor = self.executor else { return Task(operation: operation) }
+        return Task(executorPreference: executor, operation: operation)
     }
 
     /// Runs `operation` in a child task (same executor, same cancellation) and returns its
