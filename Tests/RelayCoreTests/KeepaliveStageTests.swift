@@ -493,6 +493,20 @@ struct KeepaliveStageTests {
         #expect(await pump.value == false, "a closed hand-off tells the pump to stop")
     }
 
+    /// On the real clock the alarm sleeps on `TimerQueue` (a cancelled sleep keeps nothing),
+    /// whose FIFOs are per duration: the remaining time is rounded up to a tenth of a second
+    /// so that there are few of them, and never down, so a heartbeat is never early.
+    @Test("The real-clock alarm's sleep: rounded up to a tenth of a second, never down")
+    func alarmSleepRounding() {
+        let round = KeepaliveAlarm<ContinuousClock>.roundedUpToTenth
+        #expect(round(.zero) == .zero)
+        #expect(round(.milliseconds(-5)) == .zero)
+        #expect(round(.nanoseconds(1)) == .milliseconds(100))
+        #expect(round(.milliseconds(100)) == .milliseconds(100))
+        #expect(round(.milliseconds(14_901)) == .seconds(15))
+        #expect(round(.seconds(15)) == .seconds(15))
+    }
+
     // MARK: Helpers
 
     private func beforeCommitStream(context: StageContext, answer: Gate<ChatResponse>) async throws -> EventStream {
