@@ -493,9 +493,25 @@ struct KeepaliveStageTests {
         #expect(await pump.value == false, "a closed hand-off tells the pump to stop")
     }
 
-    /// On the real clock the alarm sleeps on `TimerQueue` (a cancelled sleep keeps nothing),
-    /// whose FIFOs are per duration: the remaining time is rounded up to a tenth of a second
+    /// On the real clock the alarm is a `TimerQueue` callback (cancelling it keeps nothing),
+    /// and the queue's FIFOs are per duration: the remaining time is rounded up to a tenth of a second
     /// so that there are few of them, and never down, so a heartbeat is never early.
+    @Test("On the real clock the alarm (a TimerQueue callback) fires once the latest deadline has passed, never before")
+    func realClockAlarm() async throws {
+        let clock = ContinuousClock()
+        let (fired, signal) = AsyncStream<ContinuousClock.Instant>.makeStream()
+        let alarm = KeepaliveAlarm(clock: clock) { signal.yield(clock.now) }
+        defer { alarm.stop() }
+        let first = clock.now + .milliseconds(30)
+        alarm.set(first)
+        // Moved later while the first callback is pending: it must not fire at the first.
+        let later = first + .milliseconds(150)
+        alarm.set(later)
+        var iterator = fired.makeAsyncIterator()
+        let firedAt = try #require(await iterator.next())
+        #expect(firedAt >= later)
+    }
+
     @Test("The real-clock alarm's sleep: rounded up to a tenth of a second, never down")
     func alarmSleepRounding() {
         let round = KeepaliveAlarm<ContinuousClock>.roundedUpToTenth

@@ -75,4 +75,18 @@ struct TimerQueueTests {
         try await timers.sleep(for: .milliseconds(30))
         #expect(timers.waiting == 0)
     }
+
+    @Test("A scheduled action runs when due; a cancelled one never runs and is forgotten", .timeLimit(.minutes(1)))
+    func scheduledActions() async throws {
+        let timers = TimerQueue()
+        let (ran, record) = AsyncStream<String>.makeStream()
+        let cancelled = timers.schedule(after: .milliseconds(10)) { record.yield("cancelled") }
+        timers.cancel(cancelled)
+        // Same duration, queued later: due after the cancelled one, in the same FIFO, so
+        // had the cancelled one run it would have been recorded first.
+        _ = timers.schedule(after: .milliseconds(10)) { record.yield("kept") }
+        var iterator = ran.makeAsyncIterator()
+        #expect(await iterator.next() == "kept")
+        #expect(timers.waiting == 0)
+    }
 }

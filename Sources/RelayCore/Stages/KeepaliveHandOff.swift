@@ -271,6 +271,13 @@ protocol KeepaliveAlarmStopping: AnyObject, Sendable {
 /// A deadline that moves later while the alarm sleeps costs nothing at once: the alarm
 /// wakes at the old one, sees the new one and sleeps again. Only a deadline earlier than
 /// the one it sleeps on restarts it.
+///
+/// On the real clock (`ContinuousClock`, the daemon's) the alarm is a callback on
+/// ``TimerQueue``: no task per stream waits for it, and stopping it keeps nothing. (It was
+/// a task sleeping with `ContinuousClock.sleep`; on Linux a cancelled sleep returns at once
+/// but Dispatch keeps its job, and the task with it, until the original deadline, so every
+/// request's alarm outlived it by a keepalive interval: the soak's RSS growth.) On other
+/// clocks (the tests' manual clock) a task sleeps on the clock.
 final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @unchecked Sendable {
     private struct State {
         /// The deadline the consumer waits for; nil while it does not wait.
@@ -280,15 +287,21 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
         /// The task, parked until there is a target.
         var parked: CheckedContinuation<C.Instant?, Never>?
         var task: Task<Void, Never>?
+        /// On the real clock: the scheduled callback, and which one is current.
+        var timer: UInt64?
+        var timerGeneration: UInt64 = 0
         var stopped = false
     }
 
     private let clock: C
+    /// `clock`, when it is the real one: the alarm then runs on ``TimerQueue``.
+    private let realClock: ContinuousClock?
     private let fire: @Sendable () -> Void
     private let state = Mutex(State())
 
     init(clock: C, fire: @escaping @Sendable () -> Void) {
         self.clock = clock
+        self.realClock = clock as? ContinuousClock
         self.fire = fire
     }
 
@@ -298,6 +311,11 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
             guard !state.stopped else { return .none }
             state.target = deadline
             guard let deadline else { return .none }
+            if self.realClock != nil {
+                if let sleepingUntil = state.sleepingUntil, !(deadline < sleepingUntil) { return .none }
+                self.schedule(for: deadline, in: &state)
+                return .none
+            }
             if let parked = state.parked {
                 state.parked = nil
                 state.sleepingUntil = deadline
@@ -331,11 +349,44 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
     func stop() {
         let (parked, task) = self.state.withLock { state in
             state.stopped = true
-            defer { state.parked = nil; state.task = nil }
+            if let timer = state.timer { TimerQueue.shared.cancel(timer) }
+            defer { state.parked = nil; state.task = nil; state.timer = nil }
             return (state.parked, state.task)
         }
         parked?.resume(returning: nil)
         task?.cancel()
+    }
+
+    /// Real clock: (re)schedules the callback for `deadline`, rounded up to a tenth of a
+    /// second (``TimerQueue`` keeps a FIFO per distinct duration): a heartbeat may come that
+    /// much late, never early.
+    private func schedule(for target: C.Instant, in state: inout State) {
+        guard let clock = self.realClock, let deadline = target as? ContinuousClock.Instant else { return }
+        if let timer = state.timer { TimerQueue.shared.cancel(timer) }
+        state.timerGeneration &+= 1
+        let generation = state.timerGeneration
+        state.sleepingUntil = target
+        state.timer = TimerQueue.shared.schedule(after: Self.roundedUpToTenth(clock.now.duration(to: deadline))) { [weak self] in
+            self?.timerFired(generation)
+        }
+    }
+
+    /// Real clock: the callback came; fires if the consumer's deadline has passed, or
+    /// schedules again for a deadline that moved later meanwhile.
+    private func timerFired(_ generation: UInt64) {
+        let due = self.state.withLock { state -> Bool in
+            guard state.timerGeneration == generation, state.timer != nil, !state.stopped else { return false }
+            state.timer = nil
+            state.sleepingUntil = nil
+            guard let target = state.target else { return false }
+            if self.clock.now >= target {
+                state.target = nil
+                return true
+            }
+            self.schedule(for: target, in: &state)
+            return false
+        }
+        if due { self.fire() }
     }
 
     private func start() {
@@ -364,7 +415,7 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
             }
             guard let deadline = next else { return }
             do {
-                try await self.sleep(until: deadline)
+                try await self.clock.sleep(until: deadline, tolerance: nil)
             } catch {
                 return  // stopped, or restarted for an earlier deadline
             }
@@ -378,22 +429,6 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
         }
     }
 
-    /// Sleeps until `deadline`; on the real clock through ``TimerQueue``.
-    ///
-    /// A cancelled `ContinuousClock.sleep` returns at once on Linux, but Dispatch keeps the
-    /// job it scheduled, and with it the whole task, until the original deadline. Every
-    /// stream's alarm is stopped when the stream ends, so each request's alarm task stayed
-    /// for up to a keepalive interval after it (heaptrack: the heap fell by 1.2 MB 15 s
-    /// after 1,771 requests had ended). The queue keeps a FIFO per distinct duration, so the
-    /// remaining time is rounded up to a tenth of a second; a heartbeat may come that much
-    /// late, never early.
-    private func sleep(until deadline: C.Instant) async throws {
-        guard let clock = self.clock as? ContinuousClock, let deadline = deadline as? ContinuousClock.Instant else {
-            try await self.clock.sleep(until: deadline, tolerance: nil)
-            return
-        }
-        try await TimerQueue.shared.sleep(for: Self.roundedUpToTenth(clock.now.duration(to: deadline)))
-    }
 
     static func roundedUpToTenth(_ duration: Duration) -> Duration {
         guard duration > .zero else { return .zero }

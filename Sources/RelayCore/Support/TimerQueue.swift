@@ -2,8 +2,8 @@ import Dispatch
 import NIOCore
 import Synchronization
 
-/// Sleeps for the daemon's per-request timeouts, all on one dispatch timer, that free
-/// everything the moment they are cancelled.
+/// Sleeps for the daemon's per-request timeouts, and scheduled callbacks, all on one
+/// dispatch timer, that free everything the moment they are cancelled.
 ///
 /// Why not `Task.sleep`: on Linux a cancelled `Task.sleep` returns at once, but the job it
 /// scheduled stays with Dispatch, holding its task, until the original deadline. A head
@@ -21,10 +21,16 @@ public final class TimerQueue: Sendable {
         var id: UInt64
     }
 
+    /// What waits for an entry: a sleeping task, or a callback.
+    private enum Waiter {
+        case sleeper(CheckedContinuation<Void, any Error>)
+        case action(@Sendable () -> Void)
+    }
+
     private struct State {
         var nextID: UInt64 = 0
         var fifos: [Duration: CircularBuffer<Entry>] = [:]
-        var sleepers: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+        var sleepers: [UInt64: Waiter] = [:]
         /// The deadline the dispatch timer is set for, if it is set.
         var armed: UInt64?
     }
@@ -67,13 +73,7 @@ public final class TimerQueue: Sendable {
                     // Checked under the lock: a cancellation that came earlier found no
                     // sleeper to wake, so this must not register one.
                     if Task.isCancelled { return false }
-                    let deadline = DispatchTime.now().uptimeNanoseconds &+ Self.nanoseconds(duration)
-                    state.fifos[duration, default: CircularBuffer(initialCapacity: 16)].append(Entry(deadline: deadline, id: id))
-                    state.sleepers[id] = sleeper
-                    if state.armed.map({ deadline < $0 }) ?? true {
-                        state.armed = deadline
-                        self.timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: .milliseconds(1))
-                    }
+                    self.enqueue(.sleeper(sleeper), id: id, after: duration, in: &state)
                     return true
                 }
                 if registered {
@@ -83,7 +83,35 @@ public final class TimerQueue: Sendable {
                 }
             }
         } onCancel: {
-            self.state.withLock { $0.sleepers.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+            if case .sleeper(let sleeper) = self.state.withLock({ $0.sleepers.removeValue(forKey: id) }) {
+                sleeper.resume(throwing: CancellationError())
+            }
+        }
+    }
+
+    /// Calls `action` on the queue's own thread once `duration` has passed, unless
+    /// ``cancel(_:)`` comes first; no task waits meanwhile. Returns the id to cancel it by.
+    /// `action` must be short (it runs where the other timeouts are handed out).
+    public func schedule(after duration: Duration, _ action: @escaping @Sendable () -> Void) -> UInt64 {
+        self.state.withLock { state in
+            state.nextID &+= 1
+            self.enqueue(.action(action), id: state.nextID, after: duration, in: &state)
+            return state.nextID
+        }
+    }
+
+    /// Forgets a scheduled action; nothing happens if it has run already.
+    public func cancel(_ id: UInt64) {
+        _ = self.state.withLock { $0.sleepers.removeValue(forKey: id) }
+    }
+
+    private func enqueue(_ waiter: Waiter, id: UInt64, after duration: Duration, in state: inout State) {
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ Self.nanoseconds(duration)
+        state.fifos[duration, default: CircularBuffer(initialCapacity: 16)].append(Entry(deadline: deadline, id: id))
+        state.sleepers[id] = waiter
+        if state.armed.map({ deadline < $0 }) ?? true {
+            state.armed = deadline
+            self.timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: .milliseconds(1))
         }
     }
 
@@ -93,9 +121,9 @@ public final class TimerQueue: Sendable {
     /// The timer fired: wakes every sleeper that is due, drops cancelled entries from the
     /// front of each FIFO, and sets the timer for the earliest deadline left.
     private func fire() {
-        let due = self.state.withLock { state -> [CheckedContinuation<Void, any Error>] in
+        let due = self.state.withLock { state -> [Waiter] in
             let now = DispatchTime.now().uptimeNanoseconds
-            var due: [CheckedContinuation<Void, any Error>] = []
+            var due: [Waiter] = []
             var earliest: UInt64?
             for duration in Array(state.fifos.keys) {
                 var fifo = state.fifos.removeValue(forKey: duration)!
@@ -118,7 +146,12 @@ public final class TimerQueue: Sendable {
             }
             return due
         }
-        for sleeper in due { sleeper.resume() }
+        for waiter in due {
+            switch waiter {
+            case .sleeper(let sleeper): sleeper.resume()
+            case .action(let action): action()
+            }
+        }
     }
 
     private static func nanoseconds(_ duration: Duration) -> UInt64 {
