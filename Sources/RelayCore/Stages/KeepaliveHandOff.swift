@@ -429,7 +429,7 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
         }
     }
 
-
+    /// `duration` rounded up to a whole tenth of a second (see ``schedule(for:in:)``).
     static func roundedUpToTenth(_ duration: Duration) -> Duration {
         guard duration > .zero else { return .zero }
         let (seconds, attoseconds) = duration.components

@@ -30,7 +30,7 @@ public final class TimerQueue: Sendable {
     private struct State {
         var nextID: UInt64 = 0
         var fifos: [Duration: CircularBuffer<Entry>] = [:]
-        var sleepers: [UInt64: Waiter] = [:]
+        var waiters: [UInt64: Waiter] = [:]
         /// The deadline the dispatch timer is set for, if it is set.
         var armed: UInt64?
     }
@@ -83,7 +83,7 @@ public final class TimerQueue: Sendable {
                 }
             }
         } onCancel: {
-            if case .sleeper(let sleeper) = self.state.withLock({ $0.sleepers.removeValue(forKey: id) }) {
+            if case .sleeper(let sleeper) = self.state.withLock({ $0.waiters.removeValue(forKey: id) }) {
                 sleeper.resume(throwing: CancellationError())
             }
         }
@@ -102,13 +102,13 @@ public final class TimerQueue: Sendable {
 
     /// Forgets a scheduled action; nothing happens if it has run already.
     public func cancel(_ id: UInt64) {
-        _ = self.state.withLock { $0.sleepers.removeValue(forKey: id) }
+        _ = self.state.withLock { $0.waiters.removeValue(forKey: id) }
     }
 
     private func enqueue(_ waiter: Waiter, id: UInt64, after duration: Duration, in state: inout State) {
         let deadline = DispatchTime.now().uptimeNanoseconds &+ Self.nanoseconds(duration)
         state.fifos[duration, default: CircularBuffer(initialCapacity: 16)].append(Entry(deadline: deadline, id: id))
-        state.sleepers[id] = waiter
+        state.waiters[id] = waiter
         if state.armed.map({ deadline < $0 }) ?? true {
             state.armed = deadline
             self.timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: .milliseconds(1))
@@ -116,10 +116,11 @@ public final class TimerQueue: Sendable {
     }
 
     /// How many sleeps are waiting (for tests).
-    var waiting: Int { self.state.withLock { $0.sleepers.count } }
+    var waiting: Int { self.state.withLock { $0.waiters.count } }
 
-    /// The timer fired: wakes every sleeper that is due, drops cancelled entries from the
-    /// front of each FIFO, and sets the timer for the earliest deadline left.
+    /// The timer fired: wakes every sleeper and runs every action that is due, drops
+    /// cancelled entries from the front of each FIFO, and sets the timer for the earliest
+    /// deadline left.
     private func fire() {
         let due = self.state.withLock { state -> [Waiter] in
             let now = DispatchTime.now().uptimeNanoseconds
@@ -128,10 +129,10 @@ public final class TimerQueue: Sendable {
             for duration in Array(state.fifos.keys) {
                 var fifo = state.fifos.removeValue(forKey: duration)!
                 while let first = fifo.first {
-                    if let sleeper = state.sleepers[first.id] {
+                    if let waiter = state.waiters[first.id] {
                         guard first.deadline <= now else { break }
-                        state.sleepers[first.id] = nil
-                        due.append(sleeper)
+                        state.waiters[first.id] = nil
+                        due.append(waiter)
                     }
                     fifo.removeFirst()
                 }
