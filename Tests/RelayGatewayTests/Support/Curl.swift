@@ -21,7 +21,8 @@ func curl(_ socket: String, _ method: String = "GET", _ path: String, body: Stri
         try body.write(toFile: directory + "/request", atomically: true, encoding: .utf8)
         arguments += ["-H", "Content-Type: application/json", "--data-binary", "@" + directory + "/request"]
     }
-    arguments += extra
+    // A daemon that stops answering fails the test instead of hanging the suite.
+    arguments += ["--max-time", "120"] + extra
     arguments.append("http://localhost" + path)
     let result = try await runProcess(TestPaths.curl, arguments)
     let headerText = (try? String(contentsOfFile: directory + "/headers", encoding: .utf8)) ?? ""

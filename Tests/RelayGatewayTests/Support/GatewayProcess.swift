@@ -90,15 +90,21 @@ final class GatewayProcess: @unchecked Sendable {
 
     func signal(_ number: Int32) { kill(self.process.processIdentifier, number) }
 
-    /// SIGTERM, then waits for the exit status.
+    /// SIGTERM, then waits for the exit status, but not for ever: a daemon still running
+    /// after `patience` fails the test with its threads' stacks and its log, then is killed.
     @discardableResult
-    func stop() async throws -> Int32 {
+    func stop(patience: Duration = .seconds(60)) async throws -> Int32 {
         if self.process.isRunning { kill(self.process.processIdentifier, SIGTERM) }
         let process = self.process
-        return try await onOwnThread {
-            process.waitUntilExit()
-            return process.terminationStatus
+        let exited = await withDeadline(patience) {
+            try? await onOwnThread { process.waitUntilExit() }
         }
+        guard exited else {
+            let stacks = await threadStacks(of: process.processIdentifier)
+            kill(process.processIdentifier, SIGKILL)
+            throw GatewayProcessError("chatrelayd did not exit within \(patience) of SIGTERM\n--- stacks ---\n\(stacks)\n--- log (end) ---\n\(self.log.suffix(8000))")
+        }
+        return process.terminationStatus
     }
 
     deinit {

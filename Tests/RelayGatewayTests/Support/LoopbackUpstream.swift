@@ -55,20 +55,29 @@ final class LoopbackUpstream: Sendable {
         await stopServer(self.runner)
         let waiting = self.history.withLock { state in
             defer { state.waiters.removeAll() }
-            return state.waiters.map(\.1)
+            return state.waiters.map(\.continuation)
         }
         waiting.forEach { $0.resume(returning: false) }
     }
 
-    /// Waits until an event named `name` has happened (now or earlier).
-    func waitFor(_ name: String) async -> Bool {
-        await withCheckedContinuation { continuation in
+    /// Waits until an event named `name` has happened (now or earlier); false if it has not
+    /// after `timeout` (a test then fails instead of hanging the suite).
+    func waitFor(_ name: String, timeout: Duration = .seconds(60)) async -> Bool {
+        let id = UUID()
+        return await withCheckedContinuation { continuation in
             let seen = self.history.withLock { state -> Bool in
                 if state.seen.contains(name) { return true }
-                state.waiters.append((name, continuation))
+                state.waiters.append((id, name, continuation))
                 return false
             }
-            if seen { continuation.resume(returning: true) }
+            if seen { return continuation.resume(returning: true) }
+            Task {
+                try await Task.sleep(for: timeout)
+                let expired = self.history.withLock { state in
+                    state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
+                }
+                expired?.resume(returning: false)
+            }
         }
     }
 
@@ -90,13 +99,13 @@ final class LoopbackUpstream: Sendable {
         self.history.withLock { $0.seen.filter { $0 == name }.count }
     }
 
-    private let history = Mutex<(seen: [String], waiters: [(String, CheckedContinuation<Bool, Never>)])>(([], []))
+    private let history = Mutex<(seen: [String], waiters: [(id: UUID, name: String, continuation: CheckedContinuation<Bool, Never>)])>(([], []))
 
     private func publish(_ event: String) {
         let ready = self.history.withLock { state -> [CheckedContinuation<Bool, Never>] in
             state.seen.append(event)
-            let matching = state.waiters.filter { $0.0 == event }.map(\.1)
-            state.waiters.removeAll { $0.0 == event }
+            let matching = state.waiters.filter { $0.name == event }.map(\.continuation)
+            state.waiters.removeAll { $0.name == event }
             return matching
         }
         ready.forEach { $0.resume(returning: true) }
@@ -267,7 +276,7 @@ final class LoopbackUpstream: Sendable {
             }
             try await writer.writeResponse(HTTPResponse(status: .gatewayTimeout))
         case "loop-huge-event", "loop-endless-line", "loop-comment-flood", "loop-comment-lines":
-            try await self.writeUntrusted(model, to: writer)
+            try await self.writeUntrusted(model, to: writer, channel: channel)
         case "loop-bad-utf8", "loop-deep-json":
             var head = HTTPResponse(status: .ok)
             head.headerFields[.contentType] = "text/event-stream"
@@ -293,7 +302,7 @@ final class LoopbackUpstream: Sendable {
     /// - `loop-comment-lines`: `: x` comment lines with no blank line, forever.
     /// They go on until the daemon hangs up (`cancelled:MODEL`), or give up after
     /// ``untrustedCap`` bytes or 15 s and end the body (`finished:MODEL`).
-    private func writeUntrusted(_ model: String, to writer: consuming ResponseWriter) async throws {
+    private func writeUntrusted(_ model: String, to writer: consuming ResponseWriter, channel: any Channel) async throws {
         var head = HTTPResponse(status: .ok)
         head.headerFields[.contentType] = "text/event-stream"
         var bodyWriter = try await writer.writeHead(head)
@@ -313,6 +322,11 @@ final class LoopbackUpstream: Sendable {
             let giveUp = clock.now.advanced(by: .seconds(15))
             while sent < Self.untrustedCap, clock.now < giveUp {
                 try await bodyWriter.write(piece)
+                // The writer only suspends once the channel has told it that it is full, which
+                // takes a trip through the event loop: without waiting for that trip, this loop
+                // handed the writer 20 to 140 MB in 0.2 s, and on a loaded machine reached
+                // `untrustedCap` ("finished") before the daemon's hang-up had arrived.
+                try await channel.eventLoop.submit {}.get()
                 sent += piece.readableBytes
                 // The comment flood is paced (10,000 blocks a second), so that the daemon
                 // keeps up: only then do its bytes keep the transport's idle timer from firing.

@@ -64,18 +64,33 @@ func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async 
 /// keeps HummingbirdCore's task group open, and one such server must not hang the suite.
 func stopServer(_ runner: Task<Void, any Error>, patience: Duration = .seconds(10)) async {
     runner.cancel()
-    let resumed = Mutex(false)
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let resumeOnce: @Sendable () -> Void = {
-            if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
+    _ = await withDeadline(patience) { _ = await runner.result }
+}
+
+/// Runs `work` in a task of its own and waits until it ends or `patience` has passed,
+/// whichever comes first: true if it ended. Work past its deadline goes on unawaited.
+func withDeadline(_ patience: Duration, _ work: @escaping @Sendable () async -> Void) async -> Bool {
+    let outcome = Mutex<Bool?>(nil)
+    return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+        let finish: @Sendable (Bool) -> Void = { ended in
+            if outcome.withLock({ value in defer { value = value ?? ended }; return value == nil }) { continuation.resume(returning: ended) }
         }
         Task {
-            _ = await runner.result
-            resumeOnce()
+            await work()
+            finish(true)
         }
         Task {
             try? await Task.sleep(for: patience)
-            resumeOnce()
+            finish(false)
         }
     }
+}
+
+/// Every thread's stack of a running process, from gdb when the machine has it: what a
+/// test that found the daemon hung shows, so that the hang can be understood from the log.
+func threadStacks(of pid: Int32) async -> String {
+    let gdb = "/usr/bin/gdb"
+    guard FileManager.default.isExecutableFile(atPath: gdb) else { return "(no gdb on this machine)" }
+    let result = try? await runProcess(gdb, ["-p", String(pid), "-batch", "-ex", "thread apply all bt"])
+    return result.map { $0.standardOutput + $0.standardError } ?? "(gdb failed to run)"
 }
