@@ -1,6 +1,12 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import Logging
 import NIOCore
 import NIOPosix
 import RelayCore
+import Synchronization
 import Testing
 
 @testable import RelayGateway
@@ -50,5 +56,64 @@ struct EventLoopTaskExecutorTests {
         await iterator.next()
         parent.cancel()
         await #expect(throws: CancellationError.self) { try await parent.value }
+    }
+
+    @Test("a connection's task runs on its connection's loop: the responder is called there")
+    func connectionTaskRunsOnItsLoop() async throws {
+        let directory = try TestPaths.temporaryDirectory("listener")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socketPath = directory + "/gw.sock"
+        let onLoop = Mutex<[Bool]>([])
+        let group = MultiThreadedEventLoopGroup.singleton
+        let listener = GatewayListener(
+            socket: .path(socketPath),
+            channel: HTTP1Channel(responder: { _, writer, channel in
+                onLoop.withLock { $0.append(channel.eventLoop.inEventLoop) }
+                try await Self.answerNoContent(writer)
+            }),
+            connectionLimit: ConnectionLimit(maximum: 16),
+            eventLoopGroup: group,
+            loopExecutors: EventLoopTaskExecutors(group: group),
+            logger: Logger(label: "test")
+        )
+        let (listening, ready) = AsyncStream.makeStream(of: Void.self)
+        let server = Task { try await listener.run(onListening: { ready.yield() }, onShutdownRequested: {}) }
+        var iterator = listening.makeAsyncIterator()
+        await iterator.next()
+        // Several connections, so that both loops of the group get some.
+        let request = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        let answers = try await onOwnThread { try RawUnixClient.exchangeAll(Array(repeating: request, count: 6), socketPath: socketPath, timeoutSeconds: 20) }
+        #expect(answers.allSatisfy { $0.hasPrefix("HTTP/1.1 204") }, "\(answers)")
+        #expect(onLoop.withLock { $0 } == Array(repeating: true, count: 6))
+        server.cancel()
+        _ = await withDeadline(.seconds(10)) { _ = try? await server.value }
+    }
+
+    static func answerNoContent(_ writer: consuming ResponseWriter) async throws {
+        try await writer.writeResponse(HTTPResponse(status: .noContent))
+    }
+
+    @Test("upstream clients: on a loop, one bound to that loop; elsewhere round-robin over all; max_connections split over the pools")
+    func upstreamClientsPerLoop() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let loops = Array(group.makeIterator())
+        let clients = UpstreamClients(eventLoopGroup: group)
+        var settings = UpstreamSettings(name: "test", kind: .openAICompatible)
+        settings.maxConnections = 1024
+        let set = clients.client(for: settings)
+        // One pool per loop at least; up to 8 pools from 512 connections up (256 each here).
+        let pools = max(loops.count, min(8, 1024 / 256) / loops.count * loops.count)
+        #expect(set.clients.count == pools)
+        #expect(set.connectionsPerPool == (1024 + pools - 1) / pools)
+        for loop in loops {
+            for _ in 0..<4 {
+                let chosen = try await loop.submit { set.next() }.get()
+                #expect(chosen.eventLoopGroup === loop as AnyObject, "a request on a loop gets that loop's client")
+            }
+        }
+        var seen = Set<ObjectIdentifier>()
+        for _ in 0..<(2 * set.clients.count) { seen.insert(ObjectIdentifier(set.next())) }
+        #expect(seen.count == set.clients.count, "off the loops, every client takes its turn")
+        await clients.shutdown()
     }
 }

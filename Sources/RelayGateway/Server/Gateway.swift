@@ -101,6 +101,7 @@ public final class Gateway: Service, Sendable {
                 ),
                 connectionLimit: ConnectionLimit(maximum: self.clientConnectionLimit(configured: settings.maxConnections)),
                 eventLoopGroup: self.eventLoopGroup,
+                loopExecutors: self.loopExecutors,
                 logger: self.logger
             )
             try await listener.run(

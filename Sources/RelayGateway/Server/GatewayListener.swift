@@ -43,6 +43,8 @@ struct GatewayListener {
     let channel: HTTP1Channel
     let connectionLimit: ConnectionLimit
     let eventLoopGroup: MultiThreadedEventLoopGroup
+    /// Where each connection's task runs: on the connection's own loop (see ``run``).
+    let loopExecutors: EventLoopTaskExecutors
     let logger: Logger
 
     /// Runs until graceful shutdown and every connection has closed.
@@ -61,6 +63,7 @@ struct GatewayListener {
                 }
             }
         let childSetup = self.channel
+        let loopExecutors = self.loopExecutors
         let logger = self.logger
         let limit = self.connectionLimit
         let refusals = RateLimitedLog(logger: logger)
@@ -86,7 +89,13 @@ struct GatewayListener {
                 do {
                     try await server.executeThenClose { inbound in
                         for try await connection in inbound {
-                            group.addTask { await childSetup.handle(value: connection, logger: logger) }
+                            // A connection's task runs on its connection's loop: the request
+                            // head is read there, and a quiet loop's exchange runs there too
+                            // (ChatExchange), so a request starts without waking a thread of
+                            // Swift's pool. Its own work is small; a busy loop's exchanges
+                            // still go to the pool.
+                            let executor = loopExecutors.executor(for: connection.channel.eventLoop)
+                            group.addTask(executorPreference: executor) { await childSetup.handle(value: connection, logger: logger) }
                         }
                     }
                 } catch {

@@ -47,32 +47,54 @@ final class UpstreamClients: Sendable {
     }
 }
 
-/// A few `HTTPClient`s that share one upstream's load, each with its own connection pool.
+/// A few `HTTPClient`s that share one upstream's load, each with its own connection pool,
+/// and each bound to one event loop.
 ///
-/// AsyncHTTPClient's pool copies its list of connections each time it opens one, so
-/// opening the n-th connection costs O(n): with 5,000 streams starting at once, a quarter
-/// of the daemon's CPU went there (perf, `HTTPConnectionPool.StateMachine.newHTTP1ConnectionCreated`).
-/// Requests go round-robin to `shards` pools of `max_connections / shards` connections, so
-/// each list stays short. Fewer than 512 connections: one pool, as before.
+/// Bound to a loop: a request that runs on its client connection's loop (a quiet loop, see
+/// ``ChatExchange``) takes a client of that loop, so its upstream connection lives there
+/// too and an event goes from one socket to the other without waking another thread.
+/// AsyncHTTPClient prefers the caller's loop but hands out an idle connection of any loop
+/// first: strace showed requests at concurrency 1 crossing to the other loop and back
+/// three times before their first byte. Requests that run on Swift's pool go round-robin.
+///
+/// Several per loop: AsyncHTTPClient's pool copies its list of connections each time it
+/// opens one, so opening the n-th connection costs O(n): with 5,000 streams starting at
+/// once, a quarter of the daemon's CPU went there (perf,
+/// `HTTPConnectionPool.StateMachine.newHTTP1ConnectionCreated`). So from 512 connections
+/// up there are up to 8 pools in all, each of `max_connections / pools` connections (at
+/// least one per loop).
 final class UpstreamClientSet: Sendable {
     let clients: [HTTPClient]
+    /// Each client's connection limit (AsyncHTTPClient's soft limit per host).
+    let connectionsPerPool: Int
+    /// The clients bound to each loop, by the loop's identity.
+    private let clientsByLoop: [ObjectIdentifier: [HTTPClient]]
     private let nextIndex = Atomic<Int>(0)
 
     fileprivate init(key: UpstreamClients.Key, eventLoopGroup: MultiThreadedEventLoopGroup) {
-        let shards = max(1, min(8, key.maxConnections / 256))
-        let perShard = (key.maxConnections + shards - 1) / shards
+        let loops = Array(eventLoopGroup.makeIterator())
+        let perLoop = max(1, min(8, key.maxConnections / 256) / loops.count)
+        let pools = loops.count * perLoop
         var configuration = HTTPClient.Configuration()
         // The read timeout is AsyncHTTPClient's idle timeout: no bytes for this long.
         configuration.timeout = .init(connect: .milliseconds(key.connectMilliseconds), read: .milliseconds(key.idleMilliseconds))
         // AsyncHTTPClient's default of 8 connections per host would queue the 9th stream.
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: perShard)
-        self.clients = (0..<shards).map { _ in HTTPClient(eventLoopGroup: eventLoopGroup, configuration: configuration) }
+        self.connectionsPerPool = max(1, (key.maxConnections + pools - 1) / pools)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: self.connectionsPerPool)
+        var byLoop: [ObjectIdentifier: [HTTPClient]] = [:]
+        for loop in loops {
+            byLoop[ObjectIdentifier(loop)] = (0..<perLoop).map { _ in HTTPClient(eventLoopGroup: loop, configuration: configuration) }
+        }
+        self.clientsByLoop = byLoop
+        self.clients = loops.flatMap { byLoop[ObjectIdentifier($0)] ?? [] }
     }
 
-    /// The client for the next request.
+    /// The client for the next request: one of the current loop's when called on a loop.
     func next() -> HTTPClient {
-        guard self.clients.count > 1 else { return self.clients[0] }
         let index = self.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+        if let loop = MultiThreadedEventLoopGroup.currentEventLoop, let own = self.clientsByLoop[ObjectIdentifier(loop)] {
+            return own[index % own.count]
+        }
         return self.clients[index % self.clients.count]
     }
 }
