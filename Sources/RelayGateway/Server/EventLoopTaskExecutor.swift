@@ -5,10 +5,10 @@ import Synchronization
 /// A Swift task executor that runs jobs on one NIO event loop.
 ///
 /// A request whose exchange prefers it runs all its nonisolated code on the loop that owns
-/// its client's socket, and AsyncHTTPClient (which asks the group for `any()` loop, the
-/// current one when called from a loop) leases the upstream connection there too: an event
-/// then goes from the upstream's socket through the stages to the client's socket without
-/// waking another thread. On Swift's global executor a one-chunk request made about 18
+/// its client's socket, and takes an upstream client bound to that loop
+/// (``UpstreamClientSet``), so its upstream connection lives there too: an event then goes
+/// from the upstream's socket through the stages to the client's socket without waking
+/// another thread. Connections' own tasks prefer their loop as well (``GatewayListener``). On Swift's global executor a one-chunk request made about 18
 /// context switches (`perf stat`), most of the time it added before the first byte.
 ///
 /// Only for a quiet loop, though (see ``ChatExchange``): NIO runs every queued task before
