@@ -493,9 +493,6 @@ struct KeepaliveStageTests {
         #expect(await pump.value == false, "a closed hand-off tells the pump to stop")
     }
 
-    /// On the real clock the alarm is a `TimerQueue` callback (cancelling it keeps nothing),
-    /// and the queue's FIFOs are per duration: the remaining time is rounded up to a tenth of a second
-    /// so that there are few of them, and never down, so a heartbeat is never early.
     @Test("On the real clock the alarm (a TimerQueue callback) fires once the latest deadline has passed, never before")
     func realClockAlarm() async throws {
         let clock = ContinuousClock()
@@ -512,7 +509,10 @@ struct KeepaliveStageTests {
         #expect(firedAt >= later)
     }
 
-    @Test("The real-clock alarm's sleep: rounded up to a tenth of a second, never down")
+    /// On the real clock the alarm is a `TimerQueue` callback (cancelling it keeps nothing),
+    /// and the queue's FIFOs are per duration: the remaining time is rounded up to a tenth of
+    /// a second so that there are few of them, and never down, so a heartbeat is never early.
+    @Test("The real-clock alarm's delay: rounded up to a tenth of a second, never down")
     func alarmSleepRounding() {
         let round = KeepaliveAlarm<ContinuousClock>.roundedUpToTenth
         #expect(round(.zero) == .zero)

@@ -282,7 +282,7 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
     private struct State {
         /// The deadline the consumer waits for; nil while it does not wait.
         var target: C.Instant?
-        /// What the alarm's task sleeps until, while it sleeps.
+        /// What the alarm waits for (its task's sleep, or on the real clock its callback).
         var sleepingUntil: C.Instant?
         /// The task, parked until there is a target.
         var parked: CheckedContinuation<C.Instant?, Never>?
@@ -375,7 +375,7 @@ final class KeepaliveAlarm<C: Clock<Duration>>: KeepaliveAlarmStopping, @uncheck
     /// schedules again for a deadline that moved later meanwhile.
     private func timerFired(_ generation: UInt64) {
         let due = self.state.withLock { state -> Bool in
-            guard state.timerGeneration == generation, state.timer != nil, !state.stopped else { return false }
+            guard state.timerGeneration == generation, !state.stopped else { return false }
             state.timer = nil
             state.sleepingUntil = nil
             guard let target = state.target else { return false }

@@ -115,7 +115,7 @@ public final class TimerQueue: Sendable {
         }
     }
 
-    /// How many sleeps are waiting (for tests).
+    /// How many sleeps and scheduled actions are waiting (for tests).
     var waiting: Int { self.state.withLock { $0.waiters.count } }
 
     /// The timer fired: wakes every sleeper and runs every action that is due, drops

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// The behaviour is chosen by the request's `model` (`loop-seed`, `loop-slow`, ...). Notable
 /// moments (`request:MODEL`, `cancelled:MODEL`) are recorded so tests can await them
-/// (``waitFor(_:)``) instead of sleeping.
+/// (``waitFor(_:timeout:)``) instead of sleeping.
 final class LoopbackUpstream: Sendable {
     let port: Int
     private let server: Server<HTTP1Channel>
