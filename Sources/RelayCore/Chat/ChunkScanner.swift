@@ -47,7 +47,19 @@ extension JSONParser {
         var topUsage: JSONValue?
         var groqUsage: JSONValue?
         try self.distinctMembers { parser, key throws(Failure) in
+            // The names every chunk has come first: each case tried costs a comparison.
             switch key {
+            case "model":
+                facts.model = try parser.stringUnlessOther()
+            case "id":
+                facts.id = try parser.stringUnlessOther()
+            case "created":
+                if let byte = parser.current, byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                    facts.created = JSONValue.number(try parser.parseNumber()).intValue
+                } else {
+                    facts.created = nil
+                    _ = try parser.skipValue()
+                }
             case "choices":
                 hasChoices = true
                 if parser.current == UInt8(ascii: "[") {
@@ -84,17 +96,6 @@ extension JSONParser {
                 }
             case "system_fingerprint", "service_tier", "obfuscation", "provider":
                 _ = try parser.skipValue()  // envelope: never payload (named here to spare a set lookup)
-            case "model":
-                facts.model = try parser.stringUnlessOther()
-            case "id":
-                facts.id = try parser.stringUnlessOther()
-            case "created":
-                if let byte = parser.current, byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
-                    facts.created = JSONValue.number(try parser.parseNumber()).intValue
-                } else {
-                    facts.created = nil
-                    _ = try parser.skipValue()
-                }
             default:
                 let empty = try parser.skipValue()
                 // e.g. Azure's prompt_filter_results: not ours to drop.

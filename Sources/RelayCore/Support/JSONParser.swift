@@ -1,3 +1,9 @@
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON parser and writer for ``JSONValue``, by hand, for the relay's hot path.
 ///
 /// Every streamed chunk is parsed once to read its facts; with `JSONDecoder` (a `try?` per
@@ -346,16 +352,20 @@ struct ScannedKey {
     let raw: UnsafeBufferPointer<UInt8>
     let decoded: String?
 
+    /// Called for every name a `switch` tries, so the length, which tells most names
+    /// apart, is looked at first (a name with escapes has no raw bytes and a length of 0).
+    @inline(__always)
     func `is`(_ name: StaticString) -> Bool {
-        if let decoded { return decoded == name.description }
-        guard self.raw.count == name.utf8CodeUnitCount else { return false }
-        for offset in 0..<self.raw.count where self.raw[offset] != name.utf8Start[offset] { return false }
-        return true
+        guard self.raw.count == name.utf8CodeUnitCount, let base = self.raw.baseAddress else {
+            return self.decoded.map { $0 == name.description } ?? false
+        }
+        return memcmp(base, name.utf8Start, self.raw.count) == 0
     }
 
     /// The name as text (invalid UTF-8 repaired; for comparisons only).
     var string: String { self.decoded ?? String(decoding: self.raw, as: UTF8.self) }
 
+    @inline(__always)
     static func ~= (pattern: StaticString, key: ScannedKey) -> Bool { key.is(pattern) }
 }
 
