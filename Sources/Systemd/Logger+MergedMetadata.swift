@@ -7,26 +7,38 @@ extension Logger.Metadata {
     ///
     /// Built as one sorted array rather than a merged dictionary: the request log line
     /// carries about twenty keys, and hashing each into a new dictionary, then sorting
-    /// anyway, was half of what writing the line cost.
+    /// anyway, was half of what writing the line cost. Keys and values are kept apart and
+    /// only positions are sorted: moving or even reading (key, value) pairs in the sort
+    /// copied each through the runtime's generic tuple witnesses, two thirds of the line's
+    /// cost in callgrind.
     static func merged(_ own: Logger.Metadata, provider: Logger.MetadataProvider?, event: LogEvent) -> [(key: String, value: Logger.MetadataValue)] {
-        var entries: [(key: String, value: Logger.MetadataValue, source: Int)] = []
-        entries.reserveCapacity(own.count + (event.metadata?.count ?? 0) + 2)
-        for (key, value) in own { entries.append((key, value, 0)) }
+        // In order of precedence: a later entry with the same key wins.
+        let capacity = own.count + (event.metadata?.count ?? 0) + 2
+        var keys: [String] = []
+        var values: [Logger.MetadataValue] = []
+        keys.reserveCapacity(capacity)
+        values.reserveCapacity(capacity)
+        func add(_ key: String, _ value: Logger.MetadataValue) {
+            keys.append(key)
+            values.append(value)
+        }
+        for (key, value) in own { add(key, value) }
         if let provided = provider?.get() {
-            for (key, value) in provided { entries.append((key, value, 1)) }
+            for (key, value) in provided { add(key, value) }
         }
         if let explicit = event.metadata {
-            for (key, value) in explicit { entries.append((key, value, 2)) }
+            for (key, value) in explicit { add(key, value) }
         }
         if let error = event.error {
-            entries.append(("error.message", "\(error)", 3))
-            entries.append(("error.type", "\(String(reflecting: type(of: error)))", 3))
+            add("error.message", "\(error)")
+            add("error.type", "\(String(reflecting: type(of: error)))")
         }
-        entries.sort { $0.key != $1.key ? $0.key < $1.key : $0.source < $1.source }
+        var order = Array(keys.indices)
+        order.sort { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
         var merged: [(key: String, value: Logger.MetadataValue)] = []
-        merged.reserveCapacity(entries.count)
-        for index in entries.indices where index == entries.count - 1 || entries[index + 1].key != entries[index].key {
-            merged.append((entries[index].key, entries[index].value))
+        merged.reserveCapacity(keys.count)
+        for (position, index) in order.enumerated() where position == order.count - 1 || keys[order[position + 1]] != keys[index] {
+            merged.append((keys[index], values[index]))
         }
         return merged
     }

@@ -40,6 +40,7 @@ public struct StandardErrorLogHandler: LogHandler {
     public func log(event: LogEvent) {
         let merged = Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event)
         var line = Self.timestamp()
+        line.reserveCapacity(128 + merged.count * 32)
         line += " \(event.level)"
         if !self.label.isEmpty { line += " \(self.label)" }
         line += ":"
