@@ -1,6 +1,7 @@
 import CoreMetrics
 import Prometheus
 import RelayCore
+import Synchronization
 
 /// The gateway's Prometheus metrics, served on `GET /metrics`.
 ///
@@ -11,6 +12,21 @@ import RelayCore
 final class GatewayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
+    /// Handles made once per name and labels. Making one through the factory looks it up in
+    /// the registry and boxes it: 40,000 instructions for a request's metrics (callgrind).
+    private let counters = Mutex<[MetricID: CoreMetrics.Counter]>([:])
+    private let timers = Mutex<[MetricID: CoreMetrics.Timer]>([:])
+
+    /// A metric as the registry knows it: its name and its labels.
+    private struct MetricID: Hashable {
+        var label: String
+        var dimensions: [String]
+
+        init(_ label: String, _ dimensions: [(String, String)]) {
+            self.label = label
+            self.dimensions = dimensions.flatMap { [$0.0, $0.1] }
+        }
+    }
 
     init() {
         var factory = PrometheusMetricsFactory(registry: self.registry)
@@ -27,33 +43,50 @@ final class GatewayMetrics: Sendable {
     func record(_ record: UsageRecord, modelLabel: String) {
         let route = [("model", modelLabel), ("upstream", record.upstream.isEmpty ? "none" : record.upstream)]
         let status = route + [("status", String(record.status)), ("stream", String(record.stream))]
-        Counter(label: "chatrelay_requests_total", dimensions: status, factory: self.factory).increment()
+        self.counter("chatrelay_requests_total", status).increment()
         let tokens: [(String, Int?)] = [
             ("prompt", record.tokens.prompt), ("completion", record.tokens.completion),
             ("reasoning", record.tokens.reasoning), ("cached_prompt", record.tokens.cachedPrompt),
         ]
         for (kind, count) in tokens {
             guard let count, count > 0 else { continue }
-            Counter(label: "chatrelay_tokens_total", dimensions: route + [("kind", kind)], factory: self.factory).increment(by: count)
+            self.counter("chatrelay_tokens_total", route + [("kind", kind)]).increment(by: count)
         }
         if let total = record.totalTime {
-            Timer(label: "chatrelay_request_duration_seconds", dimensions: route, factory: self.factory).recordSeconds(total)
+            self.timer("chatrelay_request_duration_seconds", route).recordSeconds(total)
         }
         if let ttfb = record.timeToFirstByte {
-            Timer(label: "chatrelay_time_to_first_byte_seconds", dimensions: route, factory: self.factory).recordSeconds(ttfb)
+            self.timer("chatrelay_time_to_first_byte_seconds", route).recordSeconds(ttfb)
         }
         if let ttfc = record.timeToFirstContent {
-            Timer(label: "chatrelay_time_to_first_content_seconds", dimensions: route, factory: self.factory).recordSeconds(ttfc)
+            self.timer("chatrelay_time_to_first_content_seconds", route).recordSeconds(ttfc)
         }
         if record.emptyChunksDropped > 0 {
-            Counter(label: "chatrelay_empty_chunks_dropped_total", dimensions: route, factory: self.factory).increment(by: record.emptyChunksDropped)
+            self.counter("chatrelay_empty_chunks_dropped_total", route).increment(by: record.emptyChunksDropped)
         }
         if record.heartbeatsSent > 0 {
-            Counter(label: "chatrelay_heartbeats_total", dimensions: route, factory: self.factory).increment(by: record.heartbeatsSent)
+            self.counter("chatrelay_heartbeats_total", route).increment(by: record.heartbeatsSent)
         }
         if record.clientDisconnected {
-            Counter(label: "chatrelay_client_disconnects_total", dimensions: route, factory: self.factory).increment()
+            self.counter("chatrelay_client_disconnects_total", route).increment()
         }
+    }
+
+    private func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
+        let id = MetricID(label, dimensions)
+        if let counter = self.counters.withLock({ $0[id] }) { return counter }
+        // Made outside the lock; two threads that race make handles of the same metric.
+        let counter = CoreMetrics.Counter(label: label, dimensions: dimensions, factory: self.factory)
+        self.counters.withLock { $0[id] = counter }
+        return counter
+    }
+
+    private func timer(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Timer {
+        let id = MetricID(label, dimensions)
+        if let timer = self.timers.withLock({ $0[id] }) { return timer }
+        let timer = CoreMetrics.Timer(label: label, dimensions: dimensions, factory: self.factory)
+        self.timers.withLock { $0[id] = timer }
+        return timer
     }
 
     /// The text exposition, with the gauges read at scrape time.
