@@ -181,11 +181,19 @@ final class LoopbackUpstream: Sendable {
             do {
                 try await bodyWriter.write(Self.chunk(#"{"role":"assistant","content":""}"#))
                 let piece = Self.chunk(#"{"content":"\#(String(repeating: "x", count: 400))"}"#)
+                var written = 0
                 while clock.now < giveUp {
                     try await bodyWriter.write(piece)
+                    written += 1
                     // A write to a socket with room returns without suspending: yield, or a
                     // few of these loops would hold every thread of this process's pool.
                     await Task.yield()
+                    // And wait now and then until the event loop has done the writes queued
+                    // so far. A loop runs the tasks queued on it until there are none left
+                    // before it polls its sockets; against a daemon that reads as fast as
+                    // they come, three firehoses queueing writes kept both loops from reading
+                    // the fourth stream's request for a minute.
+                    if written % 8 == 0 { try await channel.eventLoop.submit {}.get() }
                 }
                 try await bodyWriter.write(ByteBuffer(string: "data: [DONE]\n\n"))
                 try await bodyWriter.finish(nil)
