@@ -188,6 +188,12 @@ struct GatewayEndToEndTests {
             #expect(seen.contains("200 OK"))
             // The socket is closed now; the upstream must see its request end long before its 60 s of ticks.
             #expect(await upstream.waitFor("cancelled:loop-slow"))
+            // The request's log line counts what went out before the hang-up: at least the
+            // events up to "tick2 " that the client read (it said 0 before).
+            #expect(try await gateway.waitForLog("request ended (client disconnected)"))
+            let line = gateway.log.split(separator: "\n").first { $0.contains("request ended (client disconnected)") } ?? ""
+            let sent = line.split(separator: " ").first { $0.hasPrefix("events_sent=") }.flatMap { Int($0.dropFirst("events_sent=".count)) }
+            #expect((sent ?? 0) >= 3, "\(line)")
             let health = try await curl(gateway.socketPath, "GET", "/healthz")
             #expect(health.status == 200)
         }

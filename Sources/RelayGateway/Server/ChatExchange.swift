@@ -308,7 +308,11 @@ struct ChatExchange {
             do {
                 outcome = try await withTaskCancellationHandler { try await relay.task.value } onCancel: { relay.task.cancel() }
             } catch {
-                guard let reason = relay.interruption.reason else { throw error }
+                guard let reason = relay.interruption.reason else {
+                    // The client left: its record still says how many events went out.
+                    record.update { $0.eventsSent = sent }
+                    throw error
+                }
                 outcome = reason
             }
             if case .clientStalled = outcome { Self.noteStalled(record: record, writeTimeout: relay.writeTimeout, logger: logger) }
