@@ -31,6 +31,9 @@ struct StreamEventScanTests {
         #"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"},"finish_reason":"length"}]}"#,
         #"{"choices":[{"delta":{"content":"a"}}"#, #"{"choices":[{"delta":{"content":"a\u12"}}]}"#, "{}", "{ }", #"{"a":tru}"#,
         #"{"choices":[{"delta":{"audio":{"id":"x"}}}],"system_fingerprint":null,"service_tier":"default","obfuscation":"zz","provider":"p"}"#,
+        // "object" read in place when its bytes are the chunk's, decoded otherwise.
+        #"{"object":"chat.completion.chunk2"}"#, #"{"object":"chat.completion.chun"}"#, #"{"object":"chat.completion.chunk"}"#,
+        #"{"object":"chat.completion.chunk""}"#, #"{"object":"chat.completion.chunk"#,
     ])
     func awkward(_ data: String) {
         let event = Self.scanned(data)

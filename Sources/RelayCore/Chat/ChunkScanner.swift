@@ -70,7 +70,7 @@ extension JSONParser {
                 }
             case "object":
                 if parser.current == UInt8(ascii: "\"") {
-                    isChunkObject = try parser.parseString() == "chat.completion.chunk"
+                    isChunkObject = try parser.parseString(equalTo: "chat.completion.chunk")
                 } else {
                     isChunkObject = false
                     _ = try parser.skipValue()

@@ -207,6 +207,24 @@ struct JSONParser {
         throw self.failure("unterminated string")
     }
 
+    /// Reads the string at the current position and says whether it is `text`, without
+    /// making a `String` when its bytes are `text`'s (a chunk's `"object"` is 21 bytes,
+    /// past the length Swift keeps inline, so comparing a decoded copy cost an allocation
+    /// per event).
+    mutating func parseString(equalTo text: StaticString) throws(Failure) -> Bool {
+        let start = self.index + 1
+        let end = start + text.utf8CodeUnitCount
+        // `text` has no quote, backslash or control character, so the same bytes followed by
+        // a quote are the whole string.
+        if end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\""),
+            memcmp(self.bytes.baseAddress! + start, text.utf8Start, text.utf8CodeUnitCount) == 0
+        {
+            self.index = end + 1
+            return true
+        }
+        return try self.parseString() == text.description
+    }
+
     private func decodeUTF8(_ range: Range<Int>) throws(Failure) -> String {
         guard let text = String(validating: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self) else {
             throw Failure(message: "invalid UTF-8 in a string", offset: range.lowerBound)
