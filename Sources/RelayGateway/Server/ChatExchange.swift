@@ -41,7 +41,7 @@ struct ChatExchange {
                 return logger
             }
         } catch {
-            await self.fail(with: error, slot: slot, record: record)
+            await self.fail(with: error, slot: slot, record: record, runtime: runtime, logger: logger)
         }
         self.complete(record, runtime: runtime, logger: logger)
     }
@@ -60,21 +60,23 @@ struct ChatExchange {
         return (record, logger)
     }
 
-    /// Ends a request that failed: an OpenAI-style error if nothing was written yet and
-    /// the client may still be there, and the record of why.
+    /// Ends a request that failed: the record of why, and an OpenAI-style error if nothing
+    /// was written yet and the client may still be there.
     @inline(never)
-    private func fail(with error: any Error, slot: ResponseWriterSlot, record: RequestRecord) async {
+    private func fail(with error: any Error, slot: ResponseWriterSlot, record: RequestRecord, runtime: GatewayRuntime, logger: Logger) async {
         let responseStarted = !slot.isUnused
-        if !responseStarted {
-            // Nothing has been written: the client may still be there to hear why.
-            let relayError = (error as? RelayError) ?? .internalError("The request failed inside the gateway.")
-            record.update { $0.status = relayError.status.code; $0.error = relayError.message }
-            if !(error is CancellationError), let writer = slot.take() {
-                try? await HTTPRequestHandler.write(error: relayError, to: writer)
-            }
-        }
         if Self.clientLeft(after: error, responseStarted: responseStarted, cancelled: Task.isCancelled) {
             record.update { $0.clientDisconnected = true }
+        }
+        guard !responseStarted else { return }
+        // Nothing has been written: the client may still be there to hear why.
+        let relayError = (error as? RelayError) ?? .internalError("The request failed inside the gateway.")
+        record.update { $0.status = relayError.status.code; $0.error = relayError.message }
+        // Recorded before the answer, as a response that succeeded is: a client that has its
+        // 403 can count on the ledger line (a test that read the ledger then raced it).
+        self.complete(record, runtime: runtime, logger: logger)
+        if !(error is CancellationError), let writer = slot.take() {
+            try? await HTTPRequestHandler.write(error: relayError, to: writer)
         }
     }
 
@@ -119,8 +121,9 @@ struct ChatExchange {
     }
 
     /// Writes the request's record: the journal entry, the ledger line, the metrics. Called
-    /// just before the response's last bytes go out (so a client that has seen the end can
-    /// count on the record), or at the end for requests that failed; once either way.
+    /// just before the response's last bytes go out, an error's too (so a client that has
+    /// seen the end can count on the record), or at the end for requests whose client left;
+    /// once either way.
     private func complete(_ record: RequestRecord, runtime: GatewayRuntime, logger: Logger) {
         var alreadyDone = false
         record.update {
