@@ -209,8 +209,10 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
             let handOff = self.session.handOff
             self.session.startPump()
             while true {
-                let item = handOff.take()
-                if let item {
+                // The item is moved, never copied, from the hand-off to the event returned.
+                var tookItem = false
+                if let item = handOff.take() {
+                    tookItem = true
                     if let event = try self.receive(item) { return event }
                     if self.finished { return nil }
                 } else if handOff.isClosed {
@@ -223,7 +225,7 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
                     self.record.update { $0.heartbeatsSent += 1 }
                     return self.heartbeat.event()
                 case .wait(let deadline):
-                    guard item == nil else { continue }
+                    guard !tookItem else { continue }
                     await handOff.wait(until: deadline, on: self.clock)
                     guard !Task.isCancelled else { throw self.cancel() }
                 }
@@ -231,8 +233,8 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
         }
 
         /// Returns the event to send for `item`, or nil to read on (or to end, when `finished`).
-        private mutating func receive(_ item: KeepaliveUpstreamItem) throws -> StreamEvent? {
-            switch item {
+        private mutating func receive(_ item: consuming KeepaliveUpstreamItem) throws -> StreamEvent? {
+            switch consume item {
             case .event(let event):
                 if let facts = event.facts { self.heartbeat.observe(facts) }
                 switch self.machine.upstreamEvent(event, at: self.clock.now) {
