@@ -86,16 +86,11 @@ final class KeepaliveHandOff: Sendable {
     /// Pump side: hands over `item`; returns true when the pump may read on (at once while
     /// there is room, else once the consumer has taken enough), false when the consumer
     /// has gone.
-    @inline(__always)
-    func deliver(_ item: consuming KeepaliveUpstreamItem) async -> Bool {
-        // Moved into the buffer, not copied: an item is an event, and copying one is a
-        // dozen retains and releases.
-        let byteCount = item.byteCount
-        var pending = Optional(item)
+    func deliver(_ item: KeepaliveUpstreamItem) async -> Bool {
         let (accepted, full, consumer) = self.state.withLock { state -> (Bool, Bool, CheckedContinuation<Void, Never>?) in
             guard !state.closed else { return (false, false, nil) }
-            state.items.append(pending.take()!)
-            state.bytes += byteCount
+            state.items.append(item)
+            state.bytes += item.byteCount
             defer { state.consumer = nil }
             return (true, state.isFull, state.consumer)
         }
@@ -255,18 +250,12 @@ enum KeepalivePump {
         var iterator = stream.makeAsyncIterator()
         while true {
             let item: KeepaliveUpstreamItem
-            var more = false
             do {
-                if let event = try await iterator.next() {
-                    item = .event(event)
-                    more = true
-                } else {
-                    item = .end
-                }
+                item = try await iterator.next().map { .event($0) } ?? .end
             } catch {
                 item = .failure(error)
             }
-            guard await handOff.deliver(item), more else { return }
+            guard await handOff.deliver(item), case .event = item else { return }
         }
     }
 }

@@ -209,10 +209,8 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
             let handOff = self.session.handOff
             self.session.startPump()
             while true {
-                // The item is moved, never copied, from the hand-off to the event returned.
-                var tookItem = false
-                if let item = handOff.take() {
-                    tookItem = true
+                let item = handOff.take()
+                if let item {
                     if let event = try self.receive(item) { return event }
                     if self.finished { return nil }
                 } else if handOff.isClosed {
@@ -225,7 +223,7 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
                     self.record.update { $0.heartbeatsSent += 1 }
                     return self.heartbeat.event()
                 case .wait(let deadline):
-                    guard !tookItem else { continue }
+                    guard item == nil else { continue }
                     await handOff.wait(until: deadline, on: self.clock)
                     guard !Task.isCancelled else { throw self.cancel() }
                 }
@@ -233,8 +231,8 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
         }
 
         /// Returns the event to send for `item`, or nil to read on (or to end, when `finished`).
-        private mutating func receive(_ item: consuming KeepaliveUpstreamItem) throws -> StreamEvent? {
-            switch consume item {
+        private mutating func receive(_ item: KeepaliveUpstreamItem) throws -> StreamEvent? {
+            switch item {
             case .event(let event):
                 if let facts = event.facts { self.heartbeat.observe(facts) }
                 switch self.machine.upstreamEvent(event, at: self.clock.now) {
