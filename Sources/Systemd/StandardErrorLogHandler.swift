@@ -39,15 +39,31 @@ public struct StandardErrorLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let merged = Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event)
-        var line = Self.timestamp()
-        line.reserveCapacity(128 + merged.count * 32)
-        line += " \(event.level)"
-        if !self.label.isEmpty { line += " \(self.label)" }
-        line += ":"
-        for (key, value) in merged {
-            line += " \(key)=\(value)"
+        // Built as bytes: an append to a `String` cost about 300 instructions and the
+        // request log line makes a hundred (callgrind: formatting the line took 56,000
+        // instructions, 35,000 now).
+        var line: [UInt8] = []
+        line.reserveCapacity(256 + merged.count * 40)
+        func add(_ text: String) { line.append(contentsOf: text.utf8) }
+        add(Self.timestamp())
+        add(" ")
+        add(event.level.rawValue)
+        if !self.label.isEmpty {
+            add(" ")
+            add(self.label)
         }
-        line += " [\(event.source)] \(event.message)\n"
+        add(":")
+        for (key, value) in merged {
+            add(" ")
+            add(key)
+            add("=")
+            add(value.description)
+        }
+        add(" [")
+        add(event.source)
+        add("] ")
+        add(event.message.description)
+        line.append(UInt8(ascii: "\n"))
         Self.emit(line, to: self.fileDescriptor)
     }
 
@@ -65,8 +81,11 @@ public struct StandardErrorLogHandler: LogHandler {
     /// One `write(2)` per line where the kernel takes it whole, so lines from several
     /// threads do not interleave.
     static func emit(_ line: String, to fileDescriptor: Int32 = STDERR_FILENO) {
-        var line = line
-        line.withUTF8 { bytes in
+        Self.emit(Array(line.utf8), to: fileDescriptor)
+    }
+
+    static func emit(_ line: [UInt8], to fileDescriptor: Int32) {
+        line.withUnsafeBufferPointer { bytes in
             var offset = 0
             while offset < bytes.count {
                 let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
