@@ -175,7 +175,7 @@ public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
         if valueStart < end, bytes[valueStart] == Self.space { valueStart += 1 }
         let name = UnsafeRawBufferPointer(rebasing: bytes[start..<nameEnd])
         let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<end])
-        if Self.name(name, is: "data") {
+        if name.spells("data") {
             if self.block.dataStart < 0 {
                 self.block.dataStart = valueStart
                 self.block.dataEnd = end
@@ -188,21 +188,17 @@ public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
                 self.block.joinedData!.writeInteger(Self.lf)
                 self.block.joinedData!.writeBytes(value)
             }
-        } else if Self.name(name, is: "event") {
+        } else if name.spells("event") {
             self.block.eventType = String(decoding: value, as: UTF8.self)
-        } else if Self.name(name, is: "id") {
+        } else if name.spells("id") {
             self.block.id = String(decoding: value, as: UTF8.self)
-        } else if Self.name(name, is: "retry") {
+        } else if name.spells("retry") {
             // The spec ignores a retry that is not all ASCII digits (and keeps an earlier one).
             if !value.isEmpty, value.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let retry = Int(String(decoding: value, as: UTF8.self)) {
                 self.block.retry = retry
             }
         }
         // Other field names are ignored, as the spec says, but stay in `raw`.
-    }
-
-    private static func name(_ name: UnsafeRawBufferPointer, is field: StaticString) -> Bool {
-        name.count == field.utf8CodeUnitCount && (name.isEmpty || memcmp(name.baseAddress!, field.utf8Start, name.count) == 0)
     }
 
     private mutating func finishBlock(

@@ -1,9 +1,3 @@
-#if canImport(Darwin)
-import Darwin
-#elseif canImport(Glibc)
-import Glibc
-#endif
-
 /// A JSON parser and writer for ``JSONValue``, by hand, for the relay's hot path.
 ///
 /// Every streamed chunk is parsed once to read its facts; with `JSONDecoder` (a `try?` per
@@ -217,7 +211,7 @@ struct JSONParser {
         // `text` has no quote, backslash or control character, so the same bytes followed by
         // a quote are the whole string.
         if end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\""),
-            memcmp(self.bytes.baseAddress! + start, text.utf8Start, text.utf8CodeUnitCount) == 0
+            UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: self.bytes[start..<end])).spells(text)
         {
             self.index = end + 1
             return true
@@ -370,14 +364,11 @@ struct ScannedKey {
     let raw: UnsafeBufferPointer<UInt8>
     let decoded: String?
 
-    /// Called for every name a `switch` tries, so the length, which tells most names
-    /// apart, is looked at first (a name with escapes has no raw bytes and a length of 0).
+    /// Called for every name a `switch` tries: inlined, and compared in place.
     @inline(__always)
     func `is`(_ name: StaticString) -> Bool {
-        guard self.raw.count == name.utf8CodeUnitCount, let base = self.raw.baseAddress else {
-            return self.decoded.map { $0 == name.description } ?? false
-        }
-        return memcmp(base, name.utf8Start, self.raw.count) == 0
+        if let decoded { return decoded == name.description }
+        return UnsafeRawBufferPointer(self.raw).spells(name)
     }
 
     /// The name as text (invalid UTF-8 repaired; for comparisons only).
