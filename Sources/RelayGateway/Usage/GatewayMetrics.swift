@@ -73,20 +73,28 @@ final class GatewayMetrics: Sendable {
     }
 
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Counter {
-        let id = MetricID(label, dimensions)
-        if let counter = self.counters.withLock({ $0[id] }) { return counter }
-        // Made outside the lock; two threads that race make handles of the same metric.
-        let counter = CoreMetrics.Counter(label: label, dimensions: dimensions, factory: self.factory)
-        self.counters.withLock { $0[id] = counter }
-        return counter
+        Self.handle(in: self.counters, MetricID(label, dimensions)) {
+            CoreMetrics.Counter(label: label, dimensions: dimensions, factory: self.factory)
+        }
     }
 
     private func timer(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Timer {
-        let id = MetricID(label, dimensions)
-        if let timer = self.timers.withLock({ $0[id] }) { return timer }
-        let timer = CoreMetrics.Timer(label: label, dimensions: dimensions, factory: self.factory)
-        self.timers.withLock { $0[id] = timer }
-        return timer
+        Self.handle(in: self.timers, MetricID(label, dimensions)) {
+            CoreMetrics.Timer(label: label, dimensions: dimensions, factory: self.factory)
+        }
+    }
+
+    /// The handle kept for `id`, made with `make` the first time. Made outside the lock; two
+    /// threads that race make handles of the same metric.
+    private static func handle<Handle: Sendable>(
+        in cache: borrowing Mutex<[MetricID: Handle]>,
+        _ id: MetricID,
+        make: () -> Handle
+    ) -> Handle {
+        if let handle = cache.withLock({ $0[id] }) { return handle }
+        let handle = make()
+        cache.withLock { $0[id] = handle }
+        return handle
     }
 
     /// The text exposition, with the gauges read at scrape time.
