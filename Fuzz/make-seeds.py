@@ -4,7 +4,8 @@
     Fuzz/make-seeds.py OUT [CORPUS]
 
 CORPUS is the recorded provider traffic (default ../shared/corpus next to the repository);
-the repository's own cassettes, configs and test YAML are always used. Seeds are named by
+the repository's own cassettes, configs, test YAML and past findings (Fuzz/findings) are
+always used. Seeds are named by
 content hash, so running it again adds nothing twice. Needs PyYAML (python3-yaml).
 """
 import hashlib
@@ -19,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_SEED = 256 * 1024  # keep in step with scripts/fuzz's -max_len for the YAML targets
 MAX_HTTP_SEED = 64 * 1024  # scripts/fuzz's -max_len for http
 MAX_HTTP_CORPUS_SEEDS = 400  # request bodies from the recorded corpus, wrapped in heads
+TARGETS = ("sse", "json", "chat-request", "config", "cassette", "http")  # as in scripts/fuzz
 
 
 def write(out, target, data):
@@ -176,6 +178,12 @@ def main():
                 lines = block.split("\n")
                 indent = min((len(l) - len(l.lstrip()) for l in lines if l.strip()), default=0)
                 write(out, "config", "\n".join(l[indent:] for l in lines) + "\n")
+    # Past findings (Fuzz/findings/TARGET-what.ext), so every run tries them again first.
+    findings = os.path.join(ROOT, "Fuzz/findings")
+    for name in sorted(os.listdir(findings)):
+        target = next((t for t in TARGETS if name.startswith(t + "-")), None)
+        if target:
+            write(out, target, open(os.path.join(findings, name), "rb").read())
     for target in sorted(os.listdir(out)):
         print(f"{target}: {len(os.listdir(os.path.join(out, target)))} seeds")
 

@@ -80,6 +80,30 @@ struct StreamEventScanTests {
         #expect(event.facts == reference.facts)
     }
 
+    /// `error` is no envelope member: beside `choices` it is payload, as in the reference
+    /// (the fuzzer's finding, Fuzz/findings/json-error-beside-choices.json: the scanner
+    /// skipped it and called the chunk empty, so keepalive would have dropped it).
+    @Test("An error beside choices is payload; an empty one is not", arguments: [
+        #"{"choices":[],"error":1}"#,
+        #"{"choices":[{"index":0,"delta":{},"finish_reason":"error"}],"error":{"message":"Provider returned error","code":502}}"#,
+        #"{"object":"chat.completion.chunk","choices":[{"delta":{}}],"error":{}}"#,
+        #"{"object":"chat.completion.chunk","choices":[{"delta":{}}],"error":null}"#,
+        #"{"error":{"message":"rate limited","code":429}}"#,
+    ])
+    func errorBesideChoices(_ data: String) {
+        let event = Self.scanned(data)
+        let reference = Self.reference(data)
+        #expect(event.kind == reference.kind)
+        #expect(event.facts == reference.facts)
+    }
+
+    @Test("A chunk with an error in it is never an empty keepalive")
+    func errorChunkCarriesPayload() {
+        #expect(Self.scanned(#"{"choices":[],"error":1}"#).facts?.carriesPayload == true)
+        #expect(Self.scanned(#"{"choices":[{"delta":{}}],"error":{"code":502}}"#).facts?.carriesPayload == true)
+        #expect(Self.scanned(#"{"choices":[{"delta":{}}],"error":null}"#).facts?.carriesPayload == false)
+    }
+
     @Test("Objects without repeats stay on the scanner's path")
     func distinctNamesAreScanned() throws {
         let data = Array(#"{"id":"a","choices":[{"delta":{"content":"x"},"index":0}],"object":"chat.completion.chunk"}"#.utf8)

@@ -76,8 +76,10 @@ extension JSONParser {
                     _ = try parser.skipValue()
                 }
             case "error":
+                // Not an envelope member: a chunk that carries an error besides its choices
+                // (OpenRouter's mid-stream failures do) is never a keepalive to drop.
                 hasError = true
-                _ = try parser.skipValue()
+                if !(try parser.skipValue()) { payload = true }
             case "usage":
                 topUsage = try parser.valueUnlessNull()
             case "x_groq":
