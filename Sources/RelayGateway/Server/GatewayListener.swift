@@ -57,6 +57,11 @@ struct GatewayListener {
             // Accept up to 16 waiting connections per wake-up (nginx's multi_accept).
             .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            // A client sends one request and then, for a stream's whole length, nothing: the
+            // connection keeps its read buffer all that time. NIO's first guess is 2 KiB;
+            // most requests of a local client fit 512 bytes, and a larger one makes the
+            // next read 8 KiB at once.
+            .childChannelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
