@@ -10,8 +10,8 @@ let swiftSettings: [SwiftSetting] = [
 /// (`DT_RELR`, glibc 2.36+). A position-independent binary with the Swift runtime and
 /// Foundation linked in carries 120,000 relative relocations: as `RELA` entries they are
 /// 2.9 MB that the loader reads at every start, and gold cannot pack them. Idle RSS after
-/// the first request, same objects: gold 34.4–35.1 MB, lld 31.2–31.7, lld with RELR
-/// 28.6–28.8 (Benchmarks/README.md, "Idle memory").
+/// the first request, same objects: gold 34.2 MiB, lld 31.1–31.2, lld with RELR
+/// 28.0–28.3 (Benchmarks/README.md, "What changed since: the binary's pages").
 let daemonLinkerSettings: [LinkerSetting] = [
     .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux])),
 ]
