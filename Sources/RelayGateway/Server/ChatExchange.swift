@@ -32,32 +32,29 @@ struct ChatExchange {
         let slot = ResponseWriterSlot(writer)
         let runtime = self.gateway.currentRuntime
         let caller = await PeerCredentials.read(from: self.channel)
-        let (record, firstLogger) = self.begin(caller: caller)
-        var logger = firstLogger
+        let (record, log) = self.begin(caller: caller)
         do {
-            logger = try await self.cancellingIfClientCloses { [logger] in
-                var logger = logger
-                try await self.exchange(body: self.request.body, slot: slot, runtime: runtime, record: record, logger: &logger)
-                return logger
+            try await self.cancellingIfClientCloses {
+                try await self.exchange(body: self.request.body, slot: slot, runtime: runtime, record: record, log: log)
             }
         } catch {
-            await self.fail(with: error, slot: slot, record: record, runtime: runtime, logger: logger)
+            await self.fail(with: error, slot: slot, record: record, runtime: runtime, logger: log.logger)
         }
-        self.complete(record, runtime: runtime, logger: logger)
+        self.complete(record, runtime: runtime, logger: log.logger)
     }
 
     /// The request's id, record and logger. (The synchronous parts of `run` are kept out
     /// of it, here and in `fail`, so that its async frame, held by every request for as
     /// long as it lasts, stays small.)
     @inline(never)
-    private func begin(caller: CallerIdentity?) -> (RequestRecord, Logger) {
+    private func begin(caller: CallerIdentity?) -> (RequestRecord, RequestLog) {
         let requestID = Self.makeRequestID()
-        var logger = self.gateway.logger
-        logger[metadataKey: "request_id"] = .string(requestID)
-        if let caller { logger.annotate(caller: caller) }
+        let log = RequestLog(self.gateway.logger)
+        log.logger[metadataKey: "request_id"] = .string(requestID)
+        if let caller { log.logger.annotate(caller: caller) }
         let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
         self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
-        return (record, logger)
+        return (record, log)
     }
 
     /// Ends a request that failed: the record of why, and an OpenAI-style error if nothing
@@ -99,7 +96,7 @@ struct ChatExchange {
     /// callback rather than a second task waiting for the close, which held memory for
     /// every stream. That task runs on the connection's event loop when the loop serves no
     /// other exchange, on Swift's global executor otherwise (see ``quietLoopExchanges``).
-    private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Logger) async throws -> Logger {
+    private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Void) async throws {
         let channel = self.channel
         // On a quiet loop the exchange (and the stream's other tasks) run on the loop itself;
         // on a busy one on Swift's global executor (see EventLoopTaskExecutor for why).
@@ -148,16 +145,14 @@ struct ChatExchange {
         slot: ResponseWriterSlot,
         runtime: GatewayRuntime,
         record: RequestRecord,
-        logger: inout Logger
+        log: RequestLog
     ) async throws {
         // Everything up to the commit point runs in a child task, whose memory goes when it
         // ends (see StreamTasks.inChildTask): this task then holds only what writing needs.
-        let (opening, routedLogger) = try await StreamTasks.inChildTask { [logger] in
-            var logger = logger
-            let opening = try await self.open(body: body, runtime: runtime, record: record, logger: &logger)
-            return (opening, logger)
+        let opening = try await StreamTasks.inChildTask {
+            try await self.open(body: body, runtime: runtime, record: record, log: log)
         }
-        logger = routedLogger
+        let logger = log.logger
         switch opening {
         case .whole(let response, let buffer):
             try await self.writeWhole(response, body: buffer, slot: slot, record: record, runtime: runtime, logger: logger)
@@ -174,7 +169,7 @@ struct ChatExchange {
         body: RequestBody,
         runtime: GatewayRuntime,
         record: RequestRecord,
-        logger: inout Logger
+        log: RequestLog
     ) async throws -> ResponseOpening {
         let limit = runtime.config.server.maxRequestBody.bytes
         let bytes: ByteBuffer
@@ -193,8 +188,10 @@ struct ChatExchange {
         guard let route = runtime.router.route(for: chat.model) else {
             throw RelayError.modelNotFound(HTTPRequestHandler.printable(chat.model))
         }
-        logger[metadataKey: "model"] = .string(HTTPRequestHandler.printable(chat.model))
-        logger[metadataKey: "upstream"] = .string(route.upstreamName)
+        // In place: the request's log is the only holder of its metadata until here, so the
+        // two fields do not copy it (every stream would keep both copies to its end).
+        log.logger[metadataKey: "model"] = .string(HTTPRequestHandler.printable(chat.model))
+        log.logger[metadataKey: "upstream"] = .string(route.upstreamName)
         record.update {
             $0.requestedModel = chat.model
             $0.upstream = route.upstreamName
@@ -202,7 +199,7 @@ struct ChatExchange {
         }
         // The policy: may this caller use this model, now? (Released in `complete`.)
         try self.gateway.callerGate.admit(
-            model: chat.model, caller: record.snapshot.caller, requestID: record.snapshot.requestID, config: runtime.config, logger: &logger
+            model: chat.model, caller: record.snapshot.caller, requestID: record.snapshot.requestID, config: runtime.config, logger: &log.logger
         )
         chat.setUpstreamModel(route.upstreamModel)
         let context = StageContext(
@@ -210,7 +207,7 @@ struct ChatExchange {
             requestedModel: chat.model,
             upstreamName: route.upstreamName,
             caller: record.snapshot.caller,
-            logger: logger,
+            logger: log.logger,
             record: record,
             fallbacks: route.fallbacks
         )
@@ -558,6 +555,19 @@ private enum ResponseOpening: Sendable {
 /// one task pulls it at a time, the first having ended before the second begins.
 private struct HandedOverIterator: @unchecked Sendable {
     let iterator: EventStream.Iterator
+}
+
+/// The request's logger, which gains fields (model, upstream, policy) as the exchange learns
+/// them. One box instead of copies handed through the tasks: a copy of a `Logger` shares its
+/// metadata, so adding a field to one of several copies copied all of it, and a stream kept
+/// both for its whole length. Touched by one task at a time: `run` waits for the exchange
+/// task, the exchange for the child task that opens the request.
+final class RequestLog: @unchecked Sendable {
+    var logger: Logger
+
+    init(_ logger: Logger) {
+        self.logger = logger
+    }
 }
 
 /// Per-stream counters shared by the relay task and the exchange.
