@@ -121,16 +121,15 @@ final class ClientWatchHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.reading = true
         let timeout = self.timeout
         let logger = self.logger
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+        // Runs on the connection's loop, where the handler and its context live.
+        self.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             guard let self, self.reading else { return }
-            let context = loopBound.value
             logger.notice(
                 "closed a connection whose request took longer than request_timeout to arrive",
                 metadata: ["request_timeout_ms": "\(timeout.nanoseconds / 1_000_000)"]
             )
             // Nothing of a response has been written: the request is not complete.
-            context.writeAndFlush(NIOAny(Self.refusal)).whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(NIOAny(Self.refusal)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
