@@ -5,8 +5,8 @@
 
 CORPUS is the recorded provider traffic (default ../shared/corpus next to the repository);
 the repository's own cassettes, configs, test YAML and past findings (Fuzz/findings) are
-always used. Seeds are named by
-content hash, so running it again adds nothing twice. Needs PyYAML (python3-yaml).
+always used. Seeds are named by content hash, so running it again adds nothing twice.
+Needs PyYAML (python3-yaml).
 """
 import hashlib
 import json

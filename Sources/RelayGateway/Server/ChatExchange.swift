@@ -562,7 +562,7 @@ private struct HandedOverIterator: @unchecked Sendable {
 /// metadata, so adding a field to one of several copies copied all of it, and a stream kept
 /// both for its whole length. Touched by one task at a time: `run` waits for the exchange
 /// task, the exchange for the child task that opens the request.
-final class RequestLog: @unchecked Sendable {
+private final class RequestLog: @unchecked Sendable {
     var logger: Logger
 
     init(_ logger: Logger) {
