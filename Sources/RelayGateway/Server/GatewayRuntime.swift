@@ -32,6 +32,7 @@ public final class GatewayRuntime: Sendable {
                 upstreams[settings.name] = OpenAICompatibleUpstream(
                     settings: settings,
                     clients: clients.client(for: settings),
+                    plainHTTP: clients.plainHTTPTarget(for: settings),
                     apiKey: APIKeySource.resolve(settings, environment: environment),
                     maximumEventSize: config.server.maxEventSize.bytes,
                     maximumBodySize: config.server.maxResponseBody.bytes

@@ -17,6 +17,9 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     private let chatURL: String
     private let headers: HTTPHeaders
     private let clients: UpstreamClientSet
+    /// For an `http://` base URL: our own connections (see UpstreamCall), else nil and
+    /// AsyncHTTPClient's.
+    private let plainHTTP: PlainHTTPTarget?
     private let totalTimeout: Duration
     private let headTimeout: Duration
     private let idleTimeout: Duration
@@ -28,14 +31,13 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     init(
         settings: UpstreamSettings,
         clients: UpstreamClientSet,
+        plainHTTP: PlainHTTPTarget?,
         apiKey: Result<String?, ConfigError>,
         maximumEventSize: Int,
         maximumBodySize: Int
     ) {
         self.name = settings.name
-        var base = settings.baseURL ?? ""
-        while base.hasSuffix("/") { base.removeLast() }
-        self.chatURL = base + "/chat/completions"
+        self.chatURL = Self.chatURL(for: settings)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) {
@@ -52,6 +54,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         }
         self.headers = headers
         self.clients = clients
+        self.plainHTTP = plainHTTP
         self.totalTimeout = settings.totalTimeout.duration
         self.headTimeout = settings.headTimeout.duration
         self.idleTimeout = settings.idleTimeout.duration
@@ -68,52 +71,104 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
                 code: "upstream_not_configured"
             )
         }
+        let upstreamName = self.name
+        let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
+        let accept = request.stream ? "text/event-stream" : "application/json"
+        context.record.update { $0.attempts += 1 }
+        let total = UpstreamDeadline(instant: .now + self.totalTimeout, upstream: self.name)
+        let headTimeoutError =
+            self.headTimeout <= self.totalTimeout
+            ? RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(self.headTimeout).")
+            : total.error
+        if let plain = self.plainHTTP {
+            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: plain.requestURI, headers: self.headers)
+            head.headers.replaceOrAdd(name: "Host", value: plain.hostHeader)
+            head.headers.replaceOrAdd(name: "Accept", value: accept)
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.readableBytes))
+            let (call, body) = UpstreamCall.make(
+                pool: plain.pools.next(),
+                upstream: self.name,
+                head: head,
+                body: request.body,
+                timeouts: .init(
+                    head: min(self.headTimeout, self.totalTimeout),
+                    headError: headTimeoutError,
+                    idle: self.idleTimeout,
+                    idleError: .upstreamTimeout("Upstream '\(upstreamName)' sent nothing for longer than its idle timeout.")
+                )
+            )
+            let response: HTTPResponseHead
+            do {
+                response = try await call.start()
+            } catch let error as RelayError {
+                throw error
+            } catch {
+                if Task.isCancelled { throw CancellationError() }
+                throw mapError(error)
+            }
+            return try await self.makeResponse(
+                status: response.status, headers: response.headers, body: body, request: request, deadline: total, mapError: mapError
+            )
+        }
         var outgoing = HTTPClientRequest(url: self.chatURL)
         outgoing.method = .POST
         outgoing.headers = self.headers
-        outgoing.headers.replaceOrAdd(name: "Accept", value: request.stream ? "text/event-stream" : "application/json")
+        outgoing.headers.replaceOrAdd(name: "Accept", value: accept)
         outgoing.body = .bytes(request.body)
-        context.record.update { $0.attempts += 1 }
-        let upstreamName = self.name
-        let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         let response: HTTPClientResponse
         let client = self.clients.next()
-        let total = UpstreamDeadline(instant: .now + self.totalTimeout, upstream: self.name)
         // AsyncHTTPClient's deadline covers the wait for the response head only (its timer is
         // cancelled once the head is in), which is what head_timeout needs: no task racing a
         // timer, so no task started and joined per request. The total timeout then goes on
         // with the body, checked as each frame arrives (see UpstreamDeadline).
-        let headTimeout = min(self.headTimeout, self.totalTimeout)
-        let headDeadline = NIODeadline.now() + TimeAmount(headTimeout)
+        let headDeadline = NIODeadline.now() + TimeAmount(min(self.headTimeout, self.totalTimeout))
         do {
             response = try await client.execute(outgoing, deadline: headDeadline, logger: context.logger)
         } catch let error as HTTPClientError where error == .deadlineExceeded {
             if Task.isCancelled { throw CancellationError() }
-            throw self.headTimeout <= self.totalTimeout
-                ? RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(self.headTimeout).")
-                : total.error
+            throw headTimeoutError
         } catch let error as RelayError {
             throw error
         } catch {
             if Task.isCancelled { throw CancellationError() }
             throw mapError(error)
         }
+        return try await self.makeResponse(
+            status: response.status, headers: response.headers, body: response.body, request: request, deadline: total, mapError: mapError
+        )
+    }
+
+    private func makeResponse<Body: AsyncSequence & Sendable>(
+        status: HTTPResponseStatus,
+        headers: HTTPHeaders,
+        body: Body,
+        request: ChatRequest,
+        deadline: UpstreamDeadline,
+        mapError: @escaping @Sendable (any Error) -> RelayError
+    ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         var passthrough = HTTPFields()
-        for (name, value) in response.headers where Self.passedThrough(name) {
+        for (name, value) in headers where Self.passedThrough(name) {
             if let field = HTTPField.Name(name) { passthrough.append(HTTPField(name: field, value: value)) }
         }
         return try await UpstreamResponseAdapter.makeResponse(
-            status: HTTPResponse.Status(code: Int(response.status.code)),
-            contentType: response.headers.first(name: "content-type"),
+            status: HTTPResponse.Status(code: Int(status.code)),
+            contentType: headers.first(name: "content-type"),
             passthroughHeaders: passthrough,
-            body: response.body,
+            body: body,
             streamRequested: request.stream,
             maximumEventSize: self.maximumEventSize,
             maximumBodySize: self.maximumBodySize,
             commentsOnlyTimeout: CommentsOnlyTimeout(limit: self.idleTimeout, upstream: self.name),
-            deadline: total,
+            deadline: deadline,
             mapError: mapError
         )
+    }
+
+    /// The upstream's chat endpoint: its base URL and `/chat/completions`.
+    static func chatURL(for settings: UpstreamSettings) -> String {
+        var base = settings.baseURL ?? ""
+        while base.hasSuffix("/") { base.removeLast() }
+        return base + "/chat/completions"
     }
 
     /// Upstream headers worth handing to the client: rate limits and retry hints.
@@ -185,5 +240,24 @@ enum APIKeySource {
             return .success(trimmed(text))
         }
         return .success(nil)
+    }
+}
+
+/// Where requests to a plain-HTTP upstream go: its pools, and the request line's target
+/// and `Host` for its chat endpoint.
+struct PlainHTTPTarget: Sendable {
+    let pools: UpstreamConnectionPools
+    let requestURI: String
+    let hostHeader: String
+
+    /// Host, port and path of an `http://` URL; nil for any other.
+    static func parse(_ url: String) -> (host: String, port: Int, requestURI: String, hostHeader: String)? {
+        guard let parsed = URL(string: url), parsed.scheme?.lowercased() == "http", let host = parsed.host, !host.isEmpty else { return nil }
+        let port = parsed.port ?? 80
+        var requestURI = parsed.path(percentEncoded: true)
+        if requestURI.isEmpty { requestURI = "/" }
+        if let query = parsed.query(percentEncoded: true) { requestURI += "?" + query }
+        let bracketed = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        return (host, port, requestURI, parsed.port == nil ? bracketed : "\(bracketed):\(port)")
     }
 }

@@ -4,7 +4,8 @@ import NIOPosix
 import Synchronization
 
 /// The HTTP clients the OpenAI-compatible upstreams share, one set per distinct set of
-/// connection settings (connect and idle timeouts, pool size).
+/// connection settings (connect and idle timeouts, pool size), and the connection pools of
+/// plain-HTTP upstreams, one set per origin and settings.
 ///
 /// They live as long as the gateway, not a configuration generation: a reload reuses the
 /// clients (and their warm connections) of unchanged upstreams, and streams still running
@@ -17,6 +18,16 @@ final class UpstreamClients: Sendable {
     }
 
     private let clients = Mutex<[Key: UpstreamClientSet]>([:])
+
+    /// Where our own plain-HTTP connections go: an origin and the connection settings.
+    struct OriginKey: Hashable {
+        var host: String
+        var port: Int
+        var connectMilliseconds: Int64
+        var maxConnections: Int
+    }
+
+    private let plainPools = Mutex<[OriginKey: UpstreamConnectionPools]>([:])
     private let eventLoopGroup: MultiThreadedEventLoopGroup
 
     init(eventLoopGroup: MultiThreadedEventLoopGroup) {
@@ -38,12 +49,42 @@ final class UpstreamClients: Sendable {
         }
     }
 
+    /// For an `http://` upstream, the target on our own connection pools (made on first
+    /// use, shared by upstreams of the same origin and settings); nil for any other URL.
+    func plainHTTPTarget(for settings: UpstreamSettings) -> PlainHTTPTarget? {
+        guard let url = PlainHTTPTarget.parse(OpenAICompatibleUpstream.chatURL(for: settings)) else { return nil }
+        let key = OriginKey(
+            host: url.host,
+            port: url.port,
+            connectMilliseconds: Int64(settings.connectTimeout.seconds * 1000),
+            maxConnections: settings.maxConnections
+        )
+        let pools = self.plainPools.withLock { pools in
+            if let existing = pools[key] { return existing }
+            let made = UpstreamConnectionPools(
+                eventLoopGroup: self.eventLoopGroup,
+                host: key.host,
+                port: key.port,
+                connectTimeout: .milliseconds(key.connectMilliseconds),
+                maximumConnections: key.maxConnections
+            )
+            pools[key] = made
+            return made
+        }
+        return PlainHTTPTarget(pools: pools, requestURI: url.requestURI, hostHeader: url.hostHeader)
+    }
+
     func shutdown() async {
         let all = self.clients.withLock { clients in
             defer { clients.removeAll() }
             return clients.values.flatMap(\.clients)
         }
         for client in all { try? await client.shutdown() }
+        let pools = self.plainPools.withLock { pools in
+            defer { pools.removeAll() }
+            return Array(pools.values)
+        }
+        for pool in pools { await pool.shutdown() }
     }
 }
 

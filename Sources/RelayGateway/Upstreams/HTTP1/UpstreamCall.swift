@@ -1,0 +1,286 @@
+import NIOCore
+import NIOHTTP1
+import RelayCore
+
+/// One request to a plain-HTTP upstream on a connection of ours: the response head, then
+/// the body as an `AsyncSequence` of byte buffers, with the head and idle timeouts kept by
+/// one timer that is re-armed lazily.
+///
+/// Why not AsyncHTTPClient here (it still serves `https://` upstreams): its read timeout
+/// cancels and schedules a timer for every body part it reads, and a streamed chat
+/// response is a body part per event; callgrind put that at 11% of the default pipeline's
+/// instructions per relayed chunk (Benchmarks/README.md, "The upstream client"). Here a
+/// body part costs a clock read: the idle timer is armed once and, when it fires, looks at
+/// when the last part came; only a stream quiet for the whole timeout fails. Its delegate
+/// API, which would have let the timeouts be ours, cost more than it saved (its request
+/// type is generic and not specialised across the module boundary).
+///
+/// Time the relay does not read (its client is slow, the body is full) does not count as
+/// the upstream's silence: the idle window starts again when reading resumes.
+///
+/// Confined to `eventLoop`, as its connection is: the consumer of the body and a cancelled
+/// caller hop there.
+final class UpstreamCall: @unchecked Sendable {
+    typealias Body = NIOThrowingAsyncSequenceProducer<
+        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, UpstreamCall
+    >
+
+    private enum Phase {
+        case created
+        /// Waiting for a connection or for the response head.
+        case waitingForHead
+        case streaming
+        case finished
+    }
+
+    let eventLoop: any EventLoop
+    private let pool: UpstreamConnectionPool
+    private let upstream: String
+    private let requestHead: HTTPRequestHead
+    private let requestBody: ByteBuffer
+    /// How long the head may take (from the start, waiting for a connection included), and
+    /// what the client is told when it took longer.
+    private let headWait: TimeAmount
+    private let headTimeoutError: RelayError
+    private let idleTimeout: TimeAmount
+    private let idleTimeoutError: RelayError
+
+    private var phase = Phase.created
+    private var connection: UpstreamConnection?
+    /// The response came to a connection that had served a request before, and may be
+    /// retried once on a fresh one if it closes without a byte of a response.
+    private var retriedOnFreshConnection = false
+    private var sawResponseBytes = false
+    private var responseKeepsAlive = false
+    private var timer: Scheduled<Void>?
+    /// When the last body part came, or reading last resumed after the body was full.
+    private var lastActivity = NIODeadline.now()
+    private let head: EventLoopPromise<HTTPResponseHead>
+    private var source: Body.Source?
+    /// The body is full: the connection holds back its reads.
+    private(set) var isPaused = false
+
+    struct Timeouts {
+        var head: Duration
+        var headError: RelayError
+        var idle: Duration
+        var idleError: RelayError
+    }
+
+    /// A call and the body it will fill, once ``start()`` has the head.
+    static func make(
+        pool: UpstreamConnectionPool,
+        upstream: String,
+        head: HTTPRequestHead,
+        body: ByteBuffer,
+        timeouts: Timeouts
+    ) -> (call: UpstreamCall, body: UpstreamBody) {
+        let call = UpstreamCall(pool: pool, upstream: upstream, head: head, body: body, timeouts: timeouts)
+        // A low and high watermark of one buffer, as AsyncHTTPClient's async body has: the
+        // upstream is read only as fast as the relay takes what was read.
+        let made = Body.makeSequence(
+            backPressureStrategy: .init(lowWatermark: 1, highWatermark: 1),
+            finishOnDeinit: false,
+            delegate: call
+        )
+        call.source = made.source
+        return (call, UpstreamBody(producer: made.sequence))
+    }
+
+    private init(pool: UpstreamConnectionPool, upstream: String, head: HTTPRequestHead, body: ByteBuffer, timeouts: Timeouts) {
+        self.eventLoop = pool.eventLoop
+        self.pool = pool
+        self.upstream = upstream
+        self.requestHead = head
+        self.requestBody = body
+        self.idleTimeout = max(TimeAmount(timeouts.idle), .nanoseconds(1))
+        self.idleTimeoutError = timeouts.idleError
+        // The idle timeout bounds the wait for the head too, as a read timeout would.
+        if timeouts.head <= timeouts.idle {
+            self.headWait = TimeAmount(timeouts.head)
+            self.headTimeoutError = timeouts.headError
+        } else {
+            self.headWait = self.idleTimeout
+            self.headTimeoutError = timeouts.idleError
+        }
+        self.head = pool.eventLoop.makePromise(of: HTTPResponseHead.self)
+    }
+
+    /// Sends the request and waits for the response head. Cancelling the calling task
+    /// cancels the request (and closes its connection).
+    func start() async throws -> HTTPResponseHead {
+        self.onLoop { $0.begin() }
+        return try await withTaskCancellationHandler {
+            try await self.head.futureResult.get()
+        } onCancel: {
+            self.onLoop { $0.finish(.failure(CancellationError())) }
+        }
+    }
+
+    /// Runs `body` on the loop: at once when called there.
+    private func onLoop(_ body: @escaping @Sendable (UpstreamCall) -> Void) {
+        if self.eventLoop.inEventLoop {
+            body(self)
+        } else {
+            self.eventLoop.execute { body(self) }
+        }
+    }
+
+    private func begin() {
+        guard self.phase == .created else { return }
+        self.phase = .waitingForHead
+        self.timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.headWait) {
+            self.timer = nil
+            guard self.phase == .waitingForHead else { return }
+            self.finish(.failure(self.headTimeoutError))
+        }
+        self.sendOnConnection(fresh: false)
+    }
+
+    private func sendOnConnection(fresh: Bool) {
+        self.pool.acquire(fresh: fresh).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connection):
+                guard self.phase == .waitingForHead else {
+                    // Timed out or cancelled while waiting for it.
+                    self.pool.release(connection)
+                    return
+                }
+                self.connection = connection
+                connection.send(self.requestHead, body: self.requestBody, for: self)
+            case .failure(let error):
+                self.finish(.failure(error))
+            }
+        }
+    }
+
+    // MARK: From the connection
+
+    func receivedHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
+        self.sawResponseBytes = true
+        // 1xx heads (100 Continue) are not the response.
+        guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
+        guard self.phase == .waitingForHead else { return }
+        self.phase = .streaming
+        self.responseKeepsAlive = head.isKeepAlive
+        self.timer?.cancel()
+        self.lastActivity = .now()
+        self.armIdleTimer()
+        self.head.succeed(head)
+    }
+
+    func receivedBody(_ buffer: ByteBuffer, on connection: UpstreamConnection) {
+        self.lastActivity = .now()
+        guard let source = self.source else { return }
+        if case .stopProducing = source.yield(buffer) {
+            self.isPaused = true
+        }
+    }
+
+    func receivedEnd(on connection: UpstreamConnection) {
+        let reusable = self.phase == .streaming && self.responseKeepsAlive
+        self.connection = nil
+        connection.responseEnded(reusable: reusable)
+        self.finish(.success(()))
+    }
+
+    /// The connection closed or failed before the response ended.
+    func connectionFailed(_ error: any Error, on connection: UpstreamConnection) {
+        guard self.connection === connection else { return }
+        self.connection = nil
+        if self.phase == .waitingForHead, !self.sawResponseBytes, connection.wasReused, !self.retriedOnFreshConnection {
+            // An idle keep-alive connection the upstream had closed (its keep-alive timeout
+            // and this request crossed): it answered nothing, so the request goes again.
+            self.retriedOnFreshConnection = true
+            self.sendOnConnection(fresh: true)
+            return
+        }
+        let closed = error as? ChannelError == .eof || error as? ChannelError == .ioOnClosedChannel
+        self.finish(.failure(
+            closed
+                ? RelayError.upstreamFailed("Upstream '\(self.upstream)' closed the connection before the response was complete.")
+                : error
+        ))
+    }
+
+    // MARK: The idle timer
+
+    /// Arms the idle timer for the end of the window that began at ``lastActivity``.
+    private func armIdleTimer() {
+        self.timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: self.lastActivity + self.idleTimeout) {
+            self.timer = nil
+            guard self.phase == .streaming else { return }
+            if self.isPaused {
+                // Not reading: the upstream's silence does not count.
+                self.lastActivity = .now()
+            }
+            if NIODeadline.now() - self.lastActivity < self.idleTimeout {
+                self.armIdleTimer()
+                return
+            }
+            self.finish(.failure(self.idleTimeoutError))
+        }
+    }
+
+    /// Ends the call once. A connection still answering is closed: the rest of its response
+    /// would be read by no one.
+    private func finish(_ result: Result<Void, any Error>) {
+        guard self.phase != .finished else { return }
+        let hadHead = self.phase == .streaming
+        self.phase = .finished
+        self.timer?.cancel()
+        self.timer = nil
+        self.connection.take()?.close()
+        let source = self.source.take()
+        switch result {
+        case .success:
+            if !hadHead { self.head.fail(RelayError.upstreamFailed("Upstream '\(self.upstream)' ended its response without a head.")) }
+            source?.finish()
+        case .failure(let error):
+            if !hadHead { self.head.fail(error) }
+            source?.finish(error)
+        }
+    }
+}
+
+extension UpstreamCall: NIOAsyncSequenceProducerDelegate {
+    /// The body's consumer took what was buffered: reading goes on.
+    func produceMore() {
+        self.onLoop { call in
+            guard call.isPaused else { return }
+            call.isPaused = false
+            call.lastActivity = .now()
+            call.connection?.resumeReading()
+        }
+    }
+
+    /// The body's consumer has gone (it finished, was cancelled or dropped the body): a
+    /// response still coming is cut off, and its connection closed.
+    func didTerminate() {
+        self.onLoop { $0.finish(.failure(CancellationError())) }
+    }
+}
+
+/// The body of an ``UpstreamCall``: NIO's producer under a concrete type.
+///
+/// Concrete so that its iterator's `next()` is compiled here, where NIO's inlinable
+/// producer is specialised for these types: iterated through the generic SSE decoder
+/// (another module) the producer's own entry points ran unspecialised, looking up generic
+/// metadata on every call (a fifth of a relayed chunk's instructions). AsyncHTTPClient's
+/// `HTTPClientResponse.Body` wraps its producer the same way.
+struct UpstreamBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let producer: UpstreamCall.Body
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: UpstreamCall.Body.AsyncIterator
+
+        mutating func next() async throws -> ByteBuffer? {
+            try await self.inner.next()
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(inner: self.producer.makeAsyncIterator())
+    }
+}

@@ -1,0 +1,276 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Keep-alive HTTP/1.1 connections to one plain-HTTP upstream origin, one pool per event
+/// loop, so that a request made on a loop reads its upstream on that loop too.
+///
+/// Used for `http://` upstreams (a local vLLM, llama.cpp or Ollama, a sidecar); `https://`
+/// ones still go through AsyncHTTPClient. See ``UpstreamCall`` for why.
+final class UpstreamConnectionPools: Sendable {
+    private let pools: [ObjectIdentifier: UpstreamConnectionPool]
+    private let all: [UpstreamConnectionPool]
+    private let nextIndex = Atomic<Int>(0)
+
+    init(eventLoopGroup: MultiThreadedEventLoopGroup, host: String, port: Int, connectTimeout: TimeAmount, maximumConnections: Int) {
+        let loops = Array(eventLoopGroup.makeIterator())
+        let perLoop = max(1, (maximumConnections + loops.count - 1) / loops.count)
+        var pools: [ObjectIdentifier: UpstreamConnectionPool] = [:]
+        for loop in loops {
+            pools[ObjectIdentifier(loop)] = UpstreamConnectionPool(
+                eventLoop: loop, host: host, port: port, connectTimeout: connectTimeout, maximumConnections: perLoop
+            )
+        }
+        self.pools = pools
+        self.all = loops.compactMap { pools[ObjectIdentifier($0)] }
+    }
+
+    /// The current loop's pool when called on a loop, else the next in turn.
+    func next() -> UpstreamConnectionPool {
+        if let loop = MultiThreadedEventLoopGroup.currentEventLoop, let own = self.pools[ObjectIdentifier(loop)] {
+            return own
+        }
+        return self.all[self.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue % self.all.count]
+    }
+
+    func shutdown() async {
+        for pool in self.all {
+            try? await pool.eventLoop.submit { pool.closeAll() }.get()
+        }
+    }
+}
+
+/// The connections of one origin on one event loop: idle ones kept for the next request,
+/// at most `maximumConnections` open, further requests queued until one is free.
+///
+/// Confined to `eventLoop`: every method runs there.
+final class UpstreamConnectionPool: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private let host: String
+    private let port: Int
+    private let connectTimeout: TimeAmount
+    private let maximumConnections: Int
+
+    /// Most recently used last: the warmest connection is taken first.
+    private var idle: [UpstreamConnection] = []
+    /// Connections open or being opened.
+    private var openCount = 0
+    private var waiters = CircularBuffer<EventLoopPromise<UpstreamConnection>>()
+    private var isShutDown = false
+
+    init(eventLoop: any EventLoop, host: String, port: Int, connectTimeout: TimeAmount, maximumConnections: Int) {
+        self.eventLoop = eventLoop
+        self.host = host
+        self.port = port
+        self.connectTimeout = connectTimeout
+        self.maximumConnections = maximumConnections
+    }
+
+    /// An idle connection (unless `fresh`), a new one, or the next to be released.
+    func acquire(fresh: Bool) -> EventLoopFuture<UpstreamConnection> {
+        self.eventLoop.preconditionInEventLoop()
+        if !fresh {
+            while let connection = self.idle.popLast() {
+                if connection.isUsable {
+                    connection.wasReused = true
+                    return self.eventLoop.makeSucceededFuture(connection)
+                }
+            }
+        }
+        if self.openCount < self.maximumConnections || fresh {
+            return self.connect()
+        }
+        let waiter = self.eventLoop.makePromise(of: UpstreamConnection.self)
+        self.waiters.append(waiter)
+        return waiter.futureResult
+    }
+
+    /// A connection whose response ended cleanly and that the upstream keeps open.
+    func release(_ connection: UpstreamConnection) {
+        self.eventLoop.preconditionInEventLoop()
+        guard connection.isUsable, !self.isShutDown else {
+            connection.close()
+            return
+        }
+        if let waiter = self.waiters.popFirst() {
+            connection.wasReused = true
+            waiter.succeed(connection)
+        } else {
+            self.idle.append(connection)
+        }
+    }
+
+    /// A connection closed (or never opened): its place goes to the next waiter.
+    func connectionGone(_ connection: UpstreamConnection) {
+        self.eventLoop.preconditionInEventLoop()
+        self.openCount -= 1
+        if let index = self.idle.firstIndex(where: { $0 === connection }) {
+            self.idle.remove(at: index)
+        }
+        if let waiter = self.waiters.popFirst() {
+            if self.isShutDown {
+                waiter.fail(ChannelError.ioOnClosedChannel)
+            } else {
+                self.connect().cascade(to: waiter)
+            }
+        }
+    }
+
+    private func connect() -> EventLoopFuture<UpstreamConnection> {
+        self.openCount += 1
+        let connection = UpstreamConnection(pool: self)
+        return ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(self.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Responses come in as events of a few hundred bytes: start small, as the
+            // client side does (GatewayListener), and grow when the reads are full.
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                }
+            }
+            .connect(host: self.host, port: self.port)
+            .map { _ in connection }
+            .flatMapErrorThrowing { error in
+                connection.connectFailed()
+                throw error
+            }
+    }
+
+    func closeAll() {
+        self.isShutDown = true
+        let idle = self.idle
+        self.idle.removeAll()
+        for connection in idle { connection.close() }
+        while let waiter = self.waiters.popFirst() { waiter.fail(ChannelError.ioOnClosedChannel) }
+    }
+}
+
+/// One keep-alive connection to an upstream, and the handler at the end of its pipeline
+/// that hands each response part to the request it belongs to.
+///
+/// It also holds back reads while the request's body is full (the relay's client is
+/// slower than the upstream): NIO asks for a read after every read, and this handler
+/// passes the request on only when there is room, so a slow client slows the upstream.
+///
+/// Confined to its pool's event loop.
+final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private unowned let pool: UpstreamConnectionPool
+    private var context: ChannelHandlerContext?
+    /// The request being answered on this connection.
+    private var call: UpstreamCall?
+    /// A read NIO asked for while the call's body was full.
+    private var readPending = false
+    private var gone = false
+    /// Whether it served a request before this one (a closed idle connection then looks
+    /// like a failed request, which may be sent again on a fresh one).
+    var wasReused = false
+
+    init(pool: UpstreamConnectionPool) {
+        self.pool = pool
+    }
+
+    var isUsable: Bool { !self.gone && (self.context?.channel.isActive ?? false) }
+
+    // MARK: Used by the call
+
+    /// Sends a request on this connection; `call` gets its response.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer, for call: UpstreamCall) {
+        guard let context = self.context, !self.gone else {
+            call.connectionFailed(ChannelError.ioOnClosedChannel, on: self)
+            return
+        }
+        self.call = call
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// The call has room again: a read held back goes ahead.
+    func resumeReading() {
+        guard self.readPending, let context = self.context else { return }
+        self.readPending = false
+        context.read()
+    }
+
+    /// The response ended and the connection may serve another request.
+    func responseEnded(reusable: Bool) {
+        self.call = nil
+        if reusable {
+            self.pool.release(self)
+        } else {
+            self.close()
+        }
+    }
+
+    /// Closes the connection; its call, if any, has been told already or is told now.
+    func close() {
+        self.call = nil
+        self.context?.close(promise: nil)
+    }
+
+    func connectFailed() {
+        guard !self.gone else { return }
+        self.gone = true
+        self.pool.connectionGone(self)
+    }
+
+    // MARK: ChannelHandler
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.lost(ChannelError.ioOnClosedChannel)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = self.unwrapInboundIn(data)
+        guard let call = self.call else {
+            // Bytes nobody asked for (after a response ended): the connection cannot be trusted.
+            context.close(promise: nil)
+            return
+        }
+        switch part {
+        case .head(let head): call.receivedHead(head, on: self)
+        case .body(let buffer): call.receivedBody(buffer, on: self)
+        case .end: call.receivedEnd(on: self)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let call = self.call, call.isPaused {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.lost(ChannelError.eof)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.lost(error)
+        context.close(promise: nil)
+    }
+
+    /// The connection is unusable: its call fails, its pool forgets it.
+    private func lost(_ error: any Error) {
+        let call = self.call.take()
+        call?.connectionFailed(error, on: self)
+        guard !self.gone else { return }
+        self.gone = true
+        self.pool.connectionGone(self)
+    }
+}

@@ -1,0 +1,210 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import RelayCore
+import Synchronization
+import Testing
+
+@testable import RelayGateway
+
+/// The plain-HTTP upstream client (UpstreamConnectionPool, UpstreamCall) against a raw NIO
+/// HTTP/1.1 server that counts its connections and misbehaves on request.
+@Suite("Upstream connections", .timeLimit(.minutes(1)))
+struct UpstreamConnectionTests {
+    @Test("requests in turn share one keep-alive connection")
+    func keepAlive() async throws {
+        try await withServer(.answerEverything) { server, pools in
+            for _ in 0..<3 {
+                let answer = try await Self.fetch(pools)
+                #expect(answer == "hello")
+            }
+            #expect(server.connections == 1)
+        }
+    }
+
+    @Test("an idle connection the upstream closes as a request arrives is replaced, and the request is answered")
+    func staleConnection() async throws {
+        try await withServer(.closeOnSecondRequest) { server, pools in
+            let first = try await Self.fetch(pools)
+            // Goes out on the kept connection, which the server closes without a byte.
+            let second = try await Self.fetch(pools)
+            #expect(first == "hello")
+            #expect(second == "hello")
+            #expect(server.connections == 2)
+            #expect(server.requests == 3)
+        }
+    }
+
+    @Test("a fresh connection closed before the head fails the request clearly, and is not retried")
+    func closedBeforeHead() async throws {
+        try await withServer(.closeEverything) { server, pools in
+            await #expect {
+                try await Self.fetch(pools)
+            } throws: { error in
+                (error as? RelayError)?.message.contains("closed the connection before the response was complete") == true
+            }
+            #expect(server.requests == 1)
+        }
+    }
+
+    @Test("no more connections than the pool allows: requests wait for one")
+    func connectionLimit() async throws {
+        try await withServer(.answerEverything, maximumConnections: 1) { server, pools in
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<4 { group.addTask { try await Self.fetch(pools) } }
+                for try await body in group { #expect(body == "hello") }
+            }
+            #expect(server.connections == 1)
+            #expect(server.requests == 4)
+        }
+    }
+
+    @Test("an upstream that sends no head within the head timeout fails with that timeout")
+    func headTimeout() async throws {
+        try await withServer(.neverAnswer) { _, pools in
+            await #expect {
+                try await Self.fetch(pools, headTimeout: .milliseconds(200))
+            } throws: { error in
+                (error as? RelayError)?.message == "no head in time"
+            }
+        }
+    }
+
+    // MARK: Support
+
+    /// One request; the body as text.
+    static func fetch(_ pools: UpstreamConnectionPools, headTimeout: Duration = .seconds(10)) async throws -> String {
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions")
+        head.headers.add(name: "Host", value: "localhost")
+        head.headers.add(name: "Content-Length", value: "2")
+        let (call, body) = UpstreamCall.make(
+            pool: pools.next(),
+            upstream: "test",
+            head: head,
+            body: ByteBuffer(string: "{}"),
+            timeouts: .init(
+                head: headTimeout,
+                headError: .upstreamTimeout("no head in time"),
+                idle: .seconds(10),
+                idleError: .upstreamTimeout("idle")
+            )
+        )
+        let response = try await call.start()
+        #expect(response.status == .ok)
+        var text = ""
+        for try await part in body { text += String(buffer: part) }
+        return text
+    }
+
+    func withServer(
+        _ behaviour: RawServer.Behaviour,
+        maximumConnections: Int = 8,
+        _ body: (RawServer, UpstreamConnectionPools) async throws -> Void
+    ) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await RawServer.start(behaviour, group: group)
+        let pools = UpstreamConnectionPools(
+            eventLoopGroup: group, host: "127.0.0.1", port: server.port, connectTimeout: .seconds(5), maximumConnections: maximumConnections
+        )
+        do {
+            try await body(server, pools)
+        } catch {
+            await pools.shutdown()
+            try await server.stop()
+            try await group.shutdownGracefully()
+            throw error
+        }
+        await pools.shutdown()
+        try await server.stop()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// A bare HTTP/1.1 server: answers `hello` (keep-alive) or misbehaves as told, and counts.
+final class RawServer: Sendable {
+    enum Behaviour: Sendable {
+        case answerEverything
+        /// Answers the first request on a connection; closes the connection, without a
+        /// byte, when a second one comes on it (its keep-alive ran out as the request came).
+        case closeOnSecondRequest
+        case closeEverything
+        case neverAnswer
+    }
+
+    private let channel: any Channel
+    private let counts = Mutex((connections: 0, requests: 0))
+    let port: Int
+
+    var connections: Int { self.counts.withLock { $0.connections } }
+    var requests: Int { self.counts.withLock { $0.requests } }
+
+    private init(channel: any Channel) {
+        self.channel = channel
+        self.port = channel.localAddress?.port ?? 0
+    }
+
+    static func start(_ behaviour: Behaviour, group: any EventLoopGroup) async throws -> RawServer {
+        let box = ServerBox()
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    box.server?.counts.withLock { $0.connections += 1 }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, box: box))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        let server = RawServer(channel: channel)
+        box.set(server)
+        return server
+    }
+
+    func stop() async throws {
+        try await self.channel.close()
+    }
+
+    private final class ServerBox: Sendable {
+        private let value = Mutex<RawServer?>(nil)
+        var server: RawServer? { self.value.withLock { $0 } }
+        func set(_ server: RawServer) { self.value.withLock { $0 = server } }
+    }
+
+    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let behaviour: Behaviour
+        let box: ServerBox
+        var requestsHere = 0
+
+        init(behaviour: Behaviour, box: ServerBox) {
+            self.behaviour = behaviour
+            self.box = box
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = self.unwrapInboundIn(data) else { return }
+            self.requestsHere += 1
+            self.box.server?.counts.withLock { $0.requests += 1 }
+            switch self.behaviour {
+            case .closeEverything:
+                context.close(promise: nil)
+                return
+            case .closeOnSecondRequest where self.requestsHere > 1:
+                context.close(promise: nil)
+                return
+            case .neverAnswer:
+                return
+            case .answerEverything, .closeOnSecondRequest:
+                break
+            }
+            var head = HTTPResponseHead(version: .http1_1, status: .ok)
+            head.headers.add(name: "Content-Length", value: "5")
+            head.headers.add(name: "Content-Type", value: "text/plain")
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "hello")))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+}
