@@ -59,6 +59,8 @@ final class UpstreamCall: @unchecked Sendable {
     private var source: Body.Source?
     /// The body is full: the connection holds back its reads.
     private(set) var isPaused = false
+    /// Body parts of the read in progress.
+    private var readParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
 
     struct Timeouts {
         var head: Duration
@@ -169,15 +171,28 @@ final class UpstreamCall: @unchecked Sendable {
         self.head.succeed(head)
     }
 
+    /// Gathers the parts of one read: they go to the body together when the read is over.
     func receivedBody(_ buffer: ByteBuffer, on connection: UpstreamConnection) {
+        self.readParts.append(buffer)
+    }
+
+    /// The connection's read is over: its parts go to the body in one hand-over, and the
+    /// body's bound applies to the read as a whole, as AsyncHTTPClient's does (a read of a
+    /// burst of events is many chunked-encoding parts; handed over one by one, the second
+    /// found the body full and paused the connection: a system call to stop reading and
+    /// one to start again, for every read).
+    func readComplete(on connection: UpstreamConnection) {
+        guard !self.readParts.isEmpty else { return }
         self.lastActivity = .now()
+        defer { self.readParts.removeAll(keepingCapacity: true) }
         guard let source = self.source else { return }
-        if case .stopProducing = source.yield(buffer) {
+        if case .stopProducing = source.yield(contentsOf: self.readParts) {
             self.isPaused = true
         }
     }
 
     func receivedEnd(on connection: UpstreamConnection) {
+        self.readComplete(on: connection)
         let reusable = self.phase == .streaming && self.responseKeepsAlive
         self.connection = nil
         connection.responseEnded(reusable: reusable)

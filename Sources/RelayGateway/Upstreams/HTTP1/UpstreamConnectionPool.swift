@@ -247,6 +247,11 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.call?.readComplete(on: self)
+        context.fireChannelReadComplete()
+    }
+
     func read(context: ChannelHandlerContext) {
         if let call = self.call, call.isPaused {
             self.readPending = true
