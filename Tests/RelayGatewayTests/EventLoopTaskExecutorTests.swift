@@ -93,27 +93,32 @@ struct EventLoopTaskExecutorTests {
         try await writer.writeResponse(HTTPResponse(status: .noContent))
     }
 
-    @Test("upstream clients: on a loop, one bound to that loop; elsewhere round-robin over all; max_connections split over the pools")
-    func upstreamClientsPerLoop() async throws {
+    @Test("upstream pools: on a loop, that loop's pool; elsewhere round-robin over all; max_connections split over them; shared by an origin")
+    func upstreamPoolsPerLoop() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let loops = Array(group.makeIterator())
         let clients = UpstreamClients(eventLoopGroup: group)
         var settings = UpstreamSettings(name: "test", kind: .openAICompatible)
+        settings.baseURL = "http://127.0.0.1:9/v1"
         settings.maxConnections = 1024
-        let set = clients.client(for: settings)
-        // One pool per loop at least; up to 8 pools from 512 connections up (256 each here).
-        let pools = max(loops.count, min(8, 1024 / 256) / loops.count * loops.count)
-        #expect(set.clients.count == pools)
-        #expect(set.connectionsPerPool == (1024 + pools - 1) / pools)
+        let target = try clients.target(for: settings).get()
+        #expect(target.requestURI == "/v1/chat/completions")
+        #expect(target.hostHeader == "127.0.0.1:9")
+        #expect(target.pools.count == loops.count)
+        #expect(target.pools.connectionsPerPool == (1024 + loops.count - 1) / loops.count)
         for loop in loops {
             for _ in 0..<4 {
-                let chosen = try await loop.submit { set.next() }.get()
-                #expect(chosen.eventLoopGroup === loop as AnyObject, "a request on a loop gets that loop's client")
+                let chosen = try await loop.submit { target.pools.next() }.get()
+                #expect(chosen.eventLoop === loop, "a request on a loop gets that loop's pool")
             }
         }
         var seen = Set<ObjectIdentifier>()
-        for _ in 0..<(2 * set.clients.count) { seen.insert(ObjectIdentifier(set.next())) }
-        #expect(seen.count == set.clients.count, "off the loops, every client takes its turn")
+        for _ in 0..<(2 * loops.count) { seen.insert(ObjectIdentifier(target.pools.next())) }
+        #expect(seen.count == loops.count, "off the loops, every pool takes its turn")
+        var another = UpstreamSettings(name: "other", kind: .openAICompatible)
+        another.baseURL = "http://127.0.0.1:9/v1/"
+        another.maxConnections = 1024
+        #expect(try clients.target(for: another).get().pools === target.pools, "one origin, one set of pools")
         await clients.shutdown()
     }
 }

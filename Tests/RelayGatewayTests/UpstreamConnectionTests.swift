@@ -1,14 +1,15 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import RelayCore
 import Synchronization
 import Testing
 
 @testable import RelayGateway
 
-/// The plain-HTTP upstream client (UpstreamConnectionPool, UpstreamCall) against a raw NIO
-/// HTTP/1.1 server that counts its connections and misbehaves on request.
+/// The relay's upstream client (UpstreamConnectionPool, UpstreamCall) against a raw NIO
+/// HTTP/1.1 server, over TLS too, that counts its connections and misbehaves on request.
 @Suite("Upstream connections", .timeLimit(.minutes(1)))
 struct UpstreamConnectionTests {
     @Test("requests in turn share one keep-alive connection")
@@ -70,6 +71,27 @@ struct UpstreamConnectionTests {
         }
     }
 
+    @Test("https: the request goes over TLS, the certificate is checked, and the connection is kept")
+    func tls() async throws {
+        let certificate = try NIOSSLCertificate(file: TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.cert.pem", format: .pem)
+        let key = try NIOSSLPrivateKey(file: TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.key.pem", format: .pem)
+        let server = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
+        var trusting = TLSConfiguration.makeClientConfiguration()
+        trusting.trustRoots = .certificates([certificate])
+        try await withServer(.answerEverything, tls: (server, trusting)) { server, pools in
+            for _ in 0..<2 {
+                let answer = try await Self.fetch(pools)
+                #expect(answer == "hello")
+            }
+            #expect(server.connections == 1)
+        }
+        // The system's trust roots do not know the test's certificate: no request goes out.
+        try await withServer(.answerEverything, tls: (server, TLSConfiguration.makeClientConfiguration())) { server, pools in
+            await #expect(throws: NIOSSLError.self) { try await Self.fetch(pools) }
+            #expect(server.requests == 0)
+        }
+    }
+
     // MARK: Support
 
     /// One request; the body as text.
@@ -96,15 +118,18 @@ struct UpstreamConnectionTests {
         return text
     }
 
+    /// `tls`: the server's configuration and the client's, for an `https://` upstream.
     func withServer(
         _ behaviour: RawServer.Behaviour,
         maximumConnections: Int = 8,
+        tls: (server: TLSConfiguration, client: TLSConfiguration)? = nil,
         _ body: (RawServer, UpstreamConnectionPools) async throws -> Void
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await RawServer.start(behaviour, group: group)
-        let pools = UpstreamConnectionPools(
-            eventLoopGroup: group, host: "127.0.0.1", port: server.port, connectTimeout: .seconds(5), maximumConnections: maximumConnections
+        let server = try await RawServer.start(behaviour, tls: try tls.map { try NIOSSLContext(configuration: $0.server) }, group: group)
+        let pools = try UpstreamConnectionPools(
+            eventLoopGroup: group, host: "127.0.0.1", port: server.port, tls: tls?.client, connectTimeout: .seconds(5),
+            maximumConnections: maximumConnections
         )
         do {
             try await body(server, pools)
@@ -143,13 +168,14 @@ final class RawServer: Sendable {
         self.port = channel.localAddress?.port ?? 0
     }
 
-    static func start(_ behaviour: Behaviour, group: any EventLoopGroup) async throws -> RawServer {
+    static func start(_ behaviour: Behaviour, tls: NIOSSLContext? = nil, group: any EventLoopGroup) async throws -> RawServer {
         let box = ServerBox()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     box.server?.counts.withLock { $0.connections += 1 }
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, box: box))
                 }

@@ -34,7 +34,7 @@ public enum StreamTasks {
     /// A task keeps the memory of its deepest chain of async frames until it ends: its
     /// allocator reuses its slabs but never frees them. A stream's tasks live as long as the
     /// stream, so a deep phase that ends early (the upstream request through the stages and
-    /// AsyncHTTPClient, about 20 KB of frames) runs in a child, whose slabs go when it ends,
+    /// the upstream client, about 20 KB of frames) runs in a child, whose slabs go when it ends,
     /// instead of staying with each of 10,000 slow streams for their whole length.
     public static func inChildTask<Success: Sendable>(_ operation: sending @escaping () async throws -> Success) async throws -> Success {
         async let result = operation()

@@ -5,8 +5,8 @@ import Synchronization
 /// A Swift task executor that runs jobs on one NIO event loop.
 ///
 /// A request whose exchange prefers it runs all its nonisolated code on the loop that owns
-/// its client's socket, and takes an upstream client bound to that loop
-/// (``UpstreamClientSet``), so its upstream connection lives there too: an event then goes
+/// its client's socket, and takes an upstream connection pool bound to that loop
+/// (``UpstreamConnectionPools``), so its upstream connection lives there too: an event then goes
 /// from the upstream's socket through the stages to the client's socket without waking
 /// another thread. Connections' own tasks prefer their loop as well (``GatewayListener``). On Swift's global executor a one-chunk request made about 18
 /// context switches (`perf stat`), most of the time it added before the first byte.

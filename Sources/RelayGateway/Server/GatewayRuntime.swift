@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import RelayCore
 
@@ -31,8 +30,7 @@ public final class GatewayRuntime: Sendable {
             case .openAICompatible:
                 upstreams[settings.name] = OpenAICompatibleUpstream(
                     settings: settings,
-                    clients: clients.client(for: settings),
-                    plainHTTP: clients.plainHTTPTarget(for: settings),
+                    target: clients.target(for: settings),
                     apiKey: APIKeySource.resolve(settings, environment: environment),
                     maximumEventSize: config.server.maxEventSize.bytes,
                     maximumBodySize: config.server.maxResponseBody.bytes

@@ -1,25 +1,23 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 public import RelayCore
 
 /// An upstream that speaks the OpenAI Chat Completions API over HTTP(S): OpenAI, xAI,
 /// OpenRouter, Groq, a local vLLM or llama.cpp.
 ///
-/// The body goes out as the pipeline left it; the response streams back through
+/// The body goes out as the pipeline left it, on a keep-alive HTTP/1.1 connection of the
+/// relay's own (``UpstreamCall``); the response streams back through
 /// ``UpstreamResponseAdapter`` as it arrives, one read at a time, so a slow client slows
 /// this read. Cancelling the calling task cancels the HTTP request.
 public struct OpenAICompatibleUpstream: ChatUpstream {
     public let name: String
-    private let chatURL: String
     private let headers: HTTPHeaders
-    private let clients: UpstreamClientSet
-    /// For an `http://` base URL: our own connections (see UpstreamCall), else nil and
-    /// AsyncHTTPClient's.
-    private let plainHTTP: PlainHTTPTarget?
+    /// Where requests go; nil when the upstream cannot be used (see `unusableReason`).
+    private let target: HTTP1Target?
     private let totalTimeout: Duration
     private let headTimeout: Duration
     private let idleTimeout: Duration
@@ -30,31 +28,35 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
 
     init(
         settings: UpstreamSettings,
-        clients: UpstreamClientSet,
-        plainHTTP: PlainHTTPTarget?,
+        target: Result<HTTP1Target, ConfigError>,
         apiKey: Result<String?, ConfigError>,
         maximumEventSize: Int,
         maximumBodySize: Int
     ) {
         self.name = settings.name
-        self.chatURL = Self.chatURL(for: settings)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) {
             headers.replaceOrAdd(name: name, value: value)
         }
+        var unusableReason: String?
         switch apiKey {
         case .success(let key?):
             headers.replaceOrAdd(name: "Authorization", value: "Bearer \(key)")
-            self.unusableReason = nil
         case .success(nil):
-            self.unusableReason = nil
+            break
         case .failure(let error):
-            self.unusableReason = error.description
+            unusableReason = error.description
         }
+        switch target {
+        case .success(let target):
+            self.target = target
+        case .failure(let error):
+            self.target = nil
+            unusableReason = unusableReason ?? error.description
+        }
+        self.unusableReason = unusableReason
         self.headers = headers
-        self.clients = clients
-        self.plainHTTP = plainHTTP
         self.totalTimeout = settings.totalTimeout.duration
         self.headTimeout = settings.headTimeout.duration
         self.idleTimeout = settings.idleTimeout.duration
@@ -80,53 +82,26 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             self.headTimeout <= self.totalTimeout
             ? RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(self.headTimeout).")
             : total.error
-        if let plain = self.plainHTTP {
-            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: plain.requestURI, headers: self.headers)
-            head.headers.replaceOrAdd(name: "Host", value: plain.hostHeader)
-            head.headers.replaceOrAdd(name: "Accept", value: accept)
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.readableBytes))
-            let (call, body) = UpstreamCall.make(
-                pool: plain.pools.next(),
-                upstream: self.name,
-                head: head,
-                body: request.body,
-                timeouts: .init(
-                    head: min(self.headTimeout, self.totalTimeout),
-                    headError: headTimeoutError,
-                    idle: self.idleTimeout,
-                    idleError: .upstreamTimeout("Upstream '\(upstreamName)' sent nothing for longer than its idle timeout.")
-                )
+        guard let target = self.target else { throw RelayError.internalError("Upstream '\(self.name)' has no target.") }
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target.requestURI, headers: self.headers)
+        head.headers.replaceOrAdd(name: "Host", value: target.hostHeader)
+        head.headers.replaceOrAdd(name: "Accept", value: accept)
+        head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.readableBytes))
+        let (call, body) = UpstreamCall.make(
+            pool: target.pools.next(),
+            upstream: self.name,
+            head: head,
+            body: request.body,
+            timeouts: .init(
+                head: min(self.headTimeout, self.totalTimeout),
+                headError: headTimeoutError,
+                idle: self.idleTimeout,
+                idleError: .upstreamTimeout("Upstream '\(upstreamName)' sent nothing for longer than its idle timeout.")
             )
-            let response: HTTPResponseHead
-            do {
-                response = try await call.start()
-            } catch let error as RelayError {
-                throw error
-            } catch {
-                if Task.isCancelled { throw CancellationError() }
-                throw mapError(error)
-            }
-            return try await self.makeResponse(
-                status: response.status, headers: response.headers, body: body, request: request, deadline: total, mapError: mapError
-            )
-        }
-        var outgoing = HTTPClientRequest(url: self.chatURL)
-        outgoing.method = .POST
-        outgoing.headers = self.headers
-        outgoing.headers.replaceOrAdd(name: "Accept", value: accept)
-        outgoing.body = .bytes(request.body)
-        let response: HTTPClientResponse
-        let client = self.clients.next()
-        // AsyncHTTPClient's deadline covers the wait for the response head only (its timer is
-        // cancelled once the head is in), which is what head_timeout needs: no task racing a
-        // timer, so no task started and joined per request. The total timeout then goes on
-        // with the body, checked as each frame arrives (see UpstreamDeadline).
-        let headDeadline = NIODeadline.now() + TimeAmount(min(self.headTimeout, self.totalTimeout))
+        )
+        let response: HTTPResponseHead
         do {
-            response = try await client.execute(outgoing, deadline: headDeadline, logger: context.logger)
-        } catch let error as HTTPClientError where error == .deadlineExceeded {
-            if Task.isCancelled { throw CancellationError() }
-            throw headTimeoutError
+            response = try await call.start()
         } catch let error as RelayError {
             throw error
         } catch {
@@ -134,7 +109,7 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             throw mapError(error)
         }
         return try await self.makeResponse(
-            status: response.status, headers: response.headers, body: response.body, request: request, deadline: total, mapError: mapError
+            status: response.status, headers: response.headers, body: body, request: request, deadline: total, mapError: mapError
         )
     }
 
@@ -180,27 +155,14 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     /// Maps transport failures to what the client is told; never includes a credential.
     static func relayError(for error: any Error, upstream: String) -> RelayError {
         if let relay = error as? RelayError { return relay }
-        if let client = error as? HTTPClientError {
-            switch client {
-            case .readTimeout:
-                return .upstreamTimeout("Upstream '\(upstream)' sent nothing for longer than its idle timeout.")
-            case .deadlineExceeded:
-                return UpstreamDeadline.exceeded(upstream: upstream)
-            case .connectTimeout:
-                return .upstreamTimeout("Connecting to upstream '\(upstream)' timed out.")
-            case .remoteConnectionClosed:
-                return .upstreamFailed("Upstream '\(upstream)' closed the connection before the response was complete.")
-            case .cancelled:
-                return .upstreamFailed("The request to upstream '\(upstream)' was cancelled.")
-            default:
-                return .upstreamFailed("Upstream '\(upstream)' failed: \(client).")
-            }
-        }
         if error is NIOConnectionError || error is IOError || error is SocketAddressError {
             return .upstreamUnreachable("Upstream '\(upstream)' is unreachable (\(Self.shortDescription(error))).")
         }
         if let channelError = error as? ChannelError, case .connectTimeout = channelError {
             return .upstreamTimeout("Connecting to upstream '\(upstream)' timed out.")
+        }
+        if let tls = error as? NIOSSLError, case .handshakeFailed = tls {
+            return .upstreamUnreachable("Upstream '\(upstream)' failed the TLS handshake (\(Self.shortDescription(error))).")
         }
         return .upstreamFailed("Upstream '\(upstream)' failed: \(Self.shortDescription(error)).")
     }
@@ -243,21 +205,35 @@ enum APIKeySource {
     }
 }
 
-/// Where requests to a plain-HTTP upstream go: its pools, and the request line's target
-/// and `Host` for its chat endpoint.
-struct PlainHTTPTarget: Sendable {
+/// Where requests to an upstream go on our own connections: its pools, and the request
+/// line's target and `Host` for its chat endpoint.
+struct HTTP1Target: Sendable {
     let pools: UpstreamConnectionPools
     let requestURI: String
     let hostHeader: String
 
-    /// Host, port and path of an `http://` URL; nil for any other.
-    static func parse(_ url: String) -> (host: String, port: Int, requestURI: String, hostHeader: String)? {
-        guard let parsed = URL(string: url), parsed.scheme?.lowercased() == "http", let host = parsed.host, !host.isEmpty else { return nil }
-        let port = parsed.port ?? 80
+    struct Parsed: Hashable {
+        var host: String
+        var port: Int
+        var usesTLS: Bool
+        var requestURI: String
+        var hostHeader: String
+    }
+
+    /// Host, port and path of an `http://` or `https://` URL; nil for any other.
+    static func parse(_ url: String) -> Parsed? {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = parsed.host, !host.isEmpty
+        else { return nil }
+        let usesTLS = scheme == "https"
+        let port = parsed.port ?? (usesTLS ? 443 : 80)
         var requestURI = parsed.path(percentEncoded: true)
         if requestURI.isEmpty { requestURI = "/" }
         if let query = parsed.query(percentEncoded: true) { requestURI += "?" + query }
         let bracketed = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
-        return (host, port, requestURI, parsed.port == nil ? bracketed : "\(bracketed):\(port)")
+        return Parsed(
+            host: host, port: port, usesTLS: usesTLS, requestURI: requestURI,
+            hostHeader: parsed.port == nil ? bracketed : "\(bracketed):\(port)"
+        )
     }
 }

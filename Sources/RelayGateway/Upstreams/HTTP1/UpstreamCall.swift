@@ -1,12 +1,14 @@
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import RelayCore
 
 /// One request to a plain-HTTP upstream on a connection of ours: the response head, then
 /// the body as an `AsyncSequence` of byte buffers, with the head and idle timeouts kept by
 /// one timer that is re-armed lazily.
 ///
-/// Why not AsyncHTTPClient here (it still serves `https://` upstreams): its read timeout
+/// Why not AsyncHTTPClient (which the relay used before, and still uses for HTTP moderation
+/// hooks): its read timeout
 /// cancels and schedules a timer for every body part it reads, and a streamed chat
 /// response is a body part per event; callgrind put that at 11% of the default pipeline's
 /// instructions per relayed chunk (Benchmarks/README.md, "The upstream client"). Here a
@@ -210,7 +212,8 @@ final class UpstreamCall: @unchecked Sendable {
             self.sendOnConnection(fresh: true)
             return
         }
-        let closed = error as? ChannelError == .eof || error as? ChannelError == .ioOnClosedChannel
+        // A TLS peer that closes without close_notify has closed all the same.
+        let closed = error as? ChannelError == .eof || error as? ChannelError == .ioOnClosedChannel || error as? NIOSSLError == .uncleanShutdown
         self.finish(.failure(
             closed
                 ? RelayError.upstreamFailed("Upstream '\(self.upstream)' closed the connection before the response was complete.")

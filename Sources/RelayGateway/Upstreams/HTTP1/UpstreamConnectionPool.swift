@@ -1,29 +1,50 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
-/// Keep-alive HTTP/1.1 connections to one plain-HTTP upstream origin, one pool per event
-/// loop, so that a request made on a loop reads its upstream on that loop too.
-///
-/// Used for `http://` upstreams (a local vLLM, llama.cpp or Ollama, a sidecar); `https://`
-/// ones still go through AsyncHTTPClient. See ``UpstreamCall`` for why.
+/// Keep-alive HTTP/1.1 connections to one upstream origin, over TLS for `https://`, one
+/// pool per event loop, so that a request made on a loop reads its upstream on that loop
+/// too. See ``UpstreamCall`` for why the relay has a client of its own.
 final class UpstreamConnectionPools: Sendable {
     private let pools: [ObjectIdentifier: UpstreamConnectionPool]
     private let all: [UpstreamConnectionPool]
     private let nextIndex = Atomic<Int>(0)
+    /// Each pool's connection limit: `max_connections` split over the loops, at least one.
+    let connectionsPerPool: Int
 
-    init(eventLoopGroup: MultiThreadedEventLoopGroup, host: String, port: Int, connectTimeout: TimeAmount, maximumConnections: Int) {
+    var count: Int { self.all.count }
+
+    /// `tls`: for an `https://` origin, how to check its certificate (the system's trust
+    /// roots unless a test says otherwise), else nil.
+    init(
+        eventLoopGroup: MultiThreadedEventLoopGroup,
+        host: String,
+        port: Int,
+        tls: TLSConfiguration? = nil,
+        connectTimeout: TimeAmount,
+        maximumConnections: Int
+    ) throws {
         let loops = Array(eventLoopGroup.makeIterator())
         let perLoop = max(1, (maximumConnections + loops.count - 1) / loops.count)
+        var secure: UpstreamConnectionPool.TLS?
+        if var tls {
+            // HTTP/1.1 only: one stream a connection, as this client speaks.
+            tls.applicationProtocols = ["http/1.1"]
+            // No SNI for an address (NIOSSL refuses one); its certificate is still checked against it.
+            let isAddress = (try? SocketAddress(ipAddress: host, port: port)) != nil
+            secure = .init(context: try NIOSSLContext(configuration: tls), serverHostname: isAddress ? nil : host)
+        }
         var pools: [ObjectIdentifier: UpstreamConnectionPool] = [:]
         for loop in loops {
             pools[ObjectIdentifier(loop)] = UpstreamConnectionPool(
-                eventLoop: loop, host: host, port: port, connectTimeout: connectTimeout, maximumConnections: perLoop
+                eventLoop: loop, host: host, port: port, tls: secure, connectTimeout: connectTimeout, maximumConnections: perLoop
             )
         }
         self.pools = pools
         self.all = loops.compactMap { pools[ObjectIdentifier($0)] }
+        self.connectionsPerPool = perLoop
     }
 
     /// The current loop's pool when called on a loop, else the next in turn.
@@ -46,9 +67,17 @@ final class UpstreamConnectionPools: Sendable {
 ///
 /// Confined to `eventLoop`: every method runs there.
 final class UpstreamConnectionPool: @unchecked Sendable {
+    struct TLS: @unchecked Sendable {
+        /// Made once for the origin (it loads the trust roots); NIOSSL's contexts are
+        /// thread-safe once made.
+        var context: NIOSSLContext
+        var serverHostname: String?
+    }
+
     let eventLoop: any EventLoop
     private let host: String
     private let port: Int
+    private let tls: TLS?
     private let connectTimeout: TimeAmount
     private let maximumConnections: Int
 
@@ -59,10 +88,11 @@ final class UpstreamConnectionPool: @unchecked Sendable {
     private var waiters = CircularBuffer<EventLoopPromise<UpstreamConnection>>()
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, host: String, port: Int, connectTimeout: TimeAmount, maximumConnections: Int) {
+    init(eventLoop: any EventLoop, host: String, port: Int, tls: TLS?, connectTimeout: TimeAmount, maximumConnections: Int) {
         self.eventLoop = eventLoop
         self.host = host
         self.port = port
+        self.tls = tls
         self.connectTimeout = connectTimeout
         self.maximumConnections = maximumConnections
     }
@@ -120,6 +150,7 @@ final class UpstreamConnectionPool: @unchecked Sendable {
     private func connect() -> EventLoopFuture<UpstreamConnection> {
         self.openCount += 1
         let connection = UpstreamConnection(pool: self)
+        let tls = self.tls
         return ClientBootstrap(group: self.eventLoop)
             .connectTimeout(self.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -128,6 +159,11 @@ final class UpstreamConnectionPool: @unchecked Sendable {
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverHostname)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
