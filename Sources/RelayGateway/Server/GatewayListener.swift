@@ -120,7 +120,7 @@ private final class RefuseOnActive: ChannelInboundHandler, RemovableChannelHandl
     typealias InboundIn = ByteBuffer
 
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(NIOAny(ConnectionLimit.refusal)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(NIOAny(ConnectionLimit.refusal)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         context.fireChannelActive()
     }
 
