@@ -71,6 +71,18 @@ struct UpstreamConnectionTests {
         }
     }
 
+    @Test("a connection idle for its lifetime is closed; the next request opens another")
+    func idleLifetime() async throws {
+        try await withServer(.answerEverything, idleLifetime: .milliseconds(50)) { server, pools in
+            let first = try await Self.fetch(pools)
+            #expect(first == "hello")
+            await server.waitForClosedConnections(1)
+            let second = try await Self.fetch(pools)
+            #expect(second == "hello")
+            #expect(server.connections == 2)
+        }
+    }
+
     @Test("https: the request goes over TLS, the certificate is checked, and the connection is kept")
     func tls() async throws {
         let certificate = try NIOSSLCertificate(file: TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.cert.pem", format: .pem)
@@ -123,13 +135,14 @@ struct UpstreamConnectionTests {
         _ behaviour: RawServer.Behaviour,
         maximumConnections: Int = 8,
         tls: (server: TLSConfiguration, client: TLSConfiguration)? = nil,
+        idleLifetime: TimeAmount = .seconds(60),
         _ body: (RawServer, UpstreamConnectionPools) async throws -> Void
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let server = try await RawServer.start(behaviour, tls: try tls.map { try NIOSSLContext(configuration: $0.server) }, group: group)
         let pools = try UpstreamConnectionPools(
             eventLoopGroup: group, host: "127.0.0.1", port: server.port, tls: tls?.client, connectTimeout: .seconds(5),
-            maximumConnections: maximumConnections
+            maximumConnections: maximumConnections, idleLifetime: idleLifetime
         )
         do {
             try await body(server, pools)
@@ -158,10 +171,34 @@ final class RawServer: Sendable {
 
     private let channel: any Channel
     private let counts = Mutex((connections: 0, requests: 0))
+    private let closes = Mutex((count: 0, waiters: [(Int, CheckedContinuation<Void, Never>)]()))
     let port: Int
 
     var connections: Int { self.counts.withLock { $0.connections } }
     var requests: Int { self.counts.withLock { $0.requests } }
+
+    /// Returns once `count` connections have closed.
+    func waitForClosedConnections(_ count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = self.closes.withLock { state in
+                if state.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    fileprivate func connectionClosed() {
+        let ready = self.closes.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.count += 1
+            let count = state.count
+            let ready = state.waiters.filter { $0.0 <= count }.map(\.1)
+            state.waiters.removeAll { $0.0 <= count }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+    }
 
     private init(channel: any Channel) {
         self.channel = channel
@@ -207,6 +244,11 @@ final class RawServer: Sendable {
         init(behaviour: Behaviour, box: ServerBox) {
             self.behaviour = behaviour
             self.box = box
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.box.server?.connectionClosed()
+            context.fireChannelInactive()
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -24,7 +24,8 @@ final class UpstreamConnectionPools: Sendable {
         port: Int,
         tls: TLSConfiguration? = nil,
         connectTimeout: TimeAmount,
-        maximumConnections: Int
+        maximumConnections: Int,
+        idleLifetime: TimeAmount = UpstreamConnectionPool.defaultIdleLifetime
     ) throws {
         let loops = Array(eventLoopGroup.makeIterator())
         let perLoop = max(1, (maximumConnections + loops.count - 1) / loops.count)
@@ -39,7 +40,8 @@ final class UpstreamConnectionPools: Sendable {
         var pools: [ObjectIdentifier: UpstreamConnectionPool] = [:]
         for loop in loops {
             pools[ObjectIdentifier(loop)] = UpstreamConnectionPool(
-                eventLoop: loop, host: host, port: port, tls: secure, connectTimeout: connectTimeout, maximumConnections: perLoop
+                eventLoop: loop, host: host, port: port, tls: secure, connectTimeout: connectTimeout, maximumConnections: perLoop,
+                idleLifetime: idleLifetime
             )
         }
         self.pools = pools
@@ -81,15 +83,34 @@ final class UpstreamConnectionPool: @unchecked Sendable {
     private let connectTimeout: TimeAmount
     private let maximumConnections: Int
 
-    /// Most recently used last: the warmest connection is taken first.
+    /// How long a connection may stay idle before the pool closes it by default
+    /// (AsyncHTTPClient's pool, used before, was set to the same): the upstream is spared
+    /// connections nobody uses after a burst, and the daemon their descriptors.
+    static let defaultIdleLifetime = TimeAmount.seconds(60)
+    private let idleLifetime: TimeAmount
+
+    /// Most recently used last: the warmest connection is taken first, the oldest idle
+    /// one is at the front.
     private var idle: [UpstreamConnection] = []
+    /// Closes the idle connections whose lifetime ran out: one timer for the pool, armed
+    /// for the oldest.
+    private var idleSweep: Scheduled<Void>?
     /// Connections open or being opened.
     private var openCount = 0
     private var waiters = CircularBuffer<EventLoopPromise<UpstreamConnection>>()
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, host: String, port: Int, tls: TLS?, connectTimeout: TimeAmount, maximumConnections: Int) {
+    init(
+        eventLoop: any EventLoop,
+        host: String,
+        port: Int,
+        tls: TLS?,
+        connectTimeout: TimeAmount,
+        maximumConnections: Int,
+        idleLifetime: TimeAmount = UpstreamConnectionPool.defaultIdleLifetime
+    ) {
         self.eventLoop = eventLoop
+        self.idleLifetime = idleLifetime
         self.host = host
         self.port = port
         self.tls = tls
@@ -102,6 +123,7 @@ final class UpstreamConnectionPool: @unchecked Sendable {
         self.eventLoop.preconditionInEventLoop()
         if !fresh {
             while let connection = self.idle.popLast() {
+                connection.idleSince = nil
                 if connection.isUsable {
                     connection.wasReused = true
                     return self.eventLoop.makeSucceededFuture(connection)
@@ -127,7 +149,28 @@ final class UpstreamConnectionPool: @unchecked Sendable {
             connection.wasReused = true
             waiter.succeed(connection)
         } else {
+            connection.idleSince = .now()
             self.idle.append(connection)
+            if self.idleSweep == nil { self.armIdleSweep() }
+        }
+    }
+
+    private func armIdleSweep() {
+        guard let oldest = self.idle.first?.idleSince else { return }
+        self.idleSweep = self.eventLoop.assumeIsolated().scheduleTask(deadline: oldest + self.idleLifetime) {
+            self.idleSweep = nil
+            let now = NIODeadline.now()
+            var expired = 0
+            while expired < self.idle.count, let since = self.idle[expired].idleSince, now - since >= self.idleLifetime {
+                expired += 1
+            }
+            let closing = self.idle.prefix(expired)
+            self.idle.removeFirst(expired)
+            for connection in closing {
+                connection.idleSince = nil
+                connection.close()
+            }
+            self.armIdleSweep()
         }
     }
 
@@ -135,7 +178,8 @@ final class UpstreamConnectionPool: @unchecked Sendable {
     func connectionGone(_ connection: UpstreamConnection) {
         self.eventLoop.preconditionInEventLoop()
         self.openCount -= 1
-        if let index = self.idle.firstIndex(where: { $0 === connection }) {
+        if connection.idleSince != nil, let index = self.idle.firstIndex(where: { $0 === connection }) {
+            connection.idleSince = nil
             self.idle.remove(at: index)
         }
         if let waiter = self.waiters.popFirst() {
@@ -178,6 +222,8 @@ final class UpstreamConnectionPool: @unchecked Sendable {
 
     func closeAll() {
         self.isShutDown = true
+        self.idleSweep?.cancel()
+        self.idleSweep = nil
         let idle = self.idle
         self.idle.removeAll()
         for connection in idle { connection.close() }
@@ -208,6 +254,8 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     /// Whether it served a request before this one (a closed idle connection then looks
     /// like a failed request, which may be sent again on a fresh one).
     var wasReused = false
+    /// Since when it waits in its pool for a request; nil while in use.
+    var idleSince: NIODeadline?
 
     init(pool: UpstreamConnectionPool) {
         self.pool = pool
