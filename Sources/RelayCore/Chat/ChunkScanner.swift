@@ -250,7 +250,7 @@ extension JSONParser {
             if key.decoded != nil || count == names.count {
                 parser.sawRepeatedName = true
             } else if !parser.sawRepeatedName {
-                for position in 0..<count where names[position].elementsEqual(key.raw) {
+                for position in 0..<count where names[position].hasSameBytes(as: key.raw) {
                     parser.sawRepeatedName = true
                 }
                 names[count] = key.raw

@@ -15,3 +15,14 @@ extension UnsafeRawBufferPointer {
         return memcmp(base, word.utf8Start, self.count) == 0
     }
 }
+
+extension UnsafeBufferPointer<UInt8> {
+    /// Whether these bytes are `other`'s: lengths first, then `memcmp` (what a generic
+    /// `elementsEqual` does a byte at a time).
+    @inline(__always)
+    func hasSameBytes(as other: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard self.count == other.count else { return false }
+        guard self.count > 0, let base = self.baseAddress, let otherBase = other.baseAddress else { return true }
+        return memcmp(base, otherBase, self.count) == 0
+    }
+}
