@@ -3,19 +3,19 @@ import NIOHTTP1
 import NIOSSL
 import RelayCore
 
-/// One request to a plain-HTTP upstream on a connection of ours: the response head, then
-/// the body as an `AsyncSequence` of byte buffers, with the head and idle timeouts kept by
-/// one timer that is re-armed lazily.
+/// One request to an upstream on a connection of ours (``UpstreamConnectionPool``): the
+/// response head, then the body as an `AsyncSequence` of byte buffers, with the head and
+/// idle timeouts kept by one timer that is re-armed lazily.
 ///
-/// Why not AsyncHTTPClient (which the relay used before, and still uses for HTTP moderation
-/// hooks): its read timeout
-/// cancels and schedules a timer for every body part it reads, and a streamed chat
-/// response is a body part per event; callgrind put that at 11% of the default pipeline's
-/// instructions per relayed chunk (Benchmarks/README.md, "The upstream client"). Here a
-/// body part costs a clock read: the idle timer is armed once and, when it fires, looks at
-/// when the last part came; only a stream quiet for the whole timeout fails. Its delegate
-/// API, which would have let the timeouts be ours, cost more than it saved (its request
-/// type is generic and not specialised across the module boundary).
+/// Why not AsyncHTTPClient (which the relay used before, and still uses for HTTP
+/// moderation hooks): its read timeout cancels and schedules a timer for every body part
+/// it reads, and a streamed chat response is a body part per event; callgrind put that at
+/// 11% of the default pipeline's instructions per relayed chunk (Benchmarks/README.md,
+/// "What changed since: the upstream client"). Here a body part costs a clock read: the
+/// idle timer is armed once and, when it fires, looks at when the last part came; only a
+/// stream quiet for the whole timeout fails. Its delegate API, which would have let the
+/// timeouts be ours, cost more than it saved (its request type is generic and runs
+/// unspecialised from its module).
 ///
 /// Time the relay does not read (its client is slow, the body is full) does not count as
 /// the upstream's silence: the idle window starts again when reading resumes.
@@ -49,8 +49,8 @@ final class UpstreamCall: @unchecked Sendable {
 
     private var phase = Phase.created
     private var connection: UpstreamConnection?
-    /// The response came to a connection that had served a request before, and may be
-    /// retried once on a fresh one if it closes without a byte of a response.
+    /// Sent again once already, on a fresh connection, after a reused one closed without a
+    /// byte of answer (see ``connectionFailed(_:on:)``).
     private var retriedOnFreshConnection = false
     private var sawResponseBytes = false
     private var responseKeepsAlive = false
