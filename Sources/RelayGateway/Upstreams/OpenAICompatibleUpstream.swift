@@ -19,8 +19,10 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
     /// Where requests go; nil when the upstream cannot be used (see `unusableReason`).
     private let target: HTTP1Target?
     private let totalTimeout: Duration
-    private let headTimeout: Duration
     private let idleTimeout: Duration
+    /// The head and idle timeouts of every call, with their messages: made once here, not
+    /// per request.
+    private let timeouts: UpstreamCall.Timeouts
     private let maximumEventSize: Int
     private let maximumBodySize: Int
     /// Why requests cannot be sent (a missing key), if they cannot.
@@ -51,15 +53,24 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         switch target {
         case .success(let target):
             self.target = target
+            headers.replaceOrAdd(name: "Host", value: target.hostHeader)
         case .failure(let error):
             self.target = nil
             unusableReason = unusableReason ?? error.description
         }
         self.unusableReason = unusableReason
         self.headers = headers
-        self.totalTimeout = settings.totalTimeout.duration
-        self.headTimeout = settings.headTimeout.duration
-        self.idleTimeout = settings.idleTimeout.duration
+        let (head, total, idle) = (settings.headTimeout.duration, settings.totalTimeout.duration, settings.idleTimeout.duration)
+        self.totalTimeout = total
+        self.idleTimeout = idle
+        self.timeouts = UpstreamCall.Timeouts(
+            head: min(head, total),
+            headError: head <= total
+                ? .upstreamTimeout("Upstream '\(settings.name)' sent no response head within \(head).")
+                : UpstreamDeadline.exceeded(upstream: settings.name),
+            idle: idle,
+            idleError: .upstreamTimeout("Upstream '\(settings.name)' sent nothing for longer than its idle timeout.")
+        )
         self.maximumEventSize = maximumEventSize
         self.maximumBodySize = maximumBodySize
     }
@@ -75,29 +86,14 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         }
         let upstreamName = self.name
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
-        let accept = request.stream ? "text/event-stream" : "application/json"
         context.record.update { $0.attempts += 1 }
         let total = UpstreamDeadline(instant: .now + self.totalTimeout, upstream: self.name)
-        let headTimeoutError =
-            self.headTimeout <= self.totalTimeout
-            ? RelayError.upstreamTimeout("Upstream '\(upstreamName)' sent no response head within \(self.headTimeout).")
-            : total.error
         guard let target = self.target else { throw RelayError.internalError("Upstream '\(self.name)' has no target.") }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target.requestURI, headers: self.headers)
-        head.headers.replaceOrAdd(name: "Host", value: target.hostHeader)
-        head.headers.replaceOrAdd(name: "Accept", value: accept)
+        head.headers.replaceOrAdd(name: "Accept", value: request.stream ? "text/event-stream" : "application/json")
         head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.readableBytes))
         let (call, body) = UpstreamCall.make(
-            pool: target.pools.next(),
-            upstream: self.name,
-            head: head,
-            body: request.body,
-            timeouts: .init(
-                head: min(self.headTimeout, self.totalTimeout),
-                headError: headTimeoutError,
-                idle: self.idleTimeout,
-                idleError: .upstreamTimeout("Upstream '\(upstreamName)' sent nothing for longer than its idle timeout.")
-            )
+            pool: target.pools.next(), upstream: self.name, head: head, body: request.body, timeouts: self.timeouts
         )
         let response: HTTPResponseHead
         do {
@@ -108,33 +104,20 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             if Task.isCancelled { throw CancellationError() }
             throw mapError(error)
         }
-        return try await self.makeResponse(
-            status: response.status, headers: response.headers, body: body, request: request, deadline: total, mapError: mapError
-        )
-    }
-
-    private func makeResponse<Body: AsyncSequence & Sendable>(
-        status: HTTPResponseStatus,
-        headers: HTTPHeaders,
-        body: Body,
-        request: ChatRequest,
-        deadline: UpstreamDeadline,
-        mapError: @escaping @Sendable (any Error) -> RelayError
-    ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         var passthrough = HTTPFields()
-        for (name, value) in headers where Self.passedThrough(name) {
+        for (name, value) in response.headers where Self.passedThrough(name) {
             if let field = HTTPField.Name(name) { passthrough.append(HTTPField(name: field, value: value)) }
         }
         return try await UpstreamResponseAdapter.makeResponse(
-            status: HTTPResponse.Status(code: Int(status.code)),
-            contentType: headers.first(name: "content-type"),
+            status: HTTPResponse.Status(code: Int(response.status.code)),
+            contentType: response.headers.first(name: "content-type"),
             passthroughHeaders: passthrough,
             body: body,
             streamRequested: request.stream,
             maximumEventSize: self.maximumEventSize,
             maximumBodySize: self.maximumBodySize,
             commentsOnlyTimeout: CommentsOnlyTimeout(limit: self.idleTimeout, upstream: self.name),
-            deadline: deadline,
+            deadline: total,
             mapError: mapError
         )
     }
@@ -212,7 +195,7 @@ struct HTTP1Target: Sendable {
     let requestURI: String
     let hostHeader: String
 
-    struct Parsed: Hashable {
+    struct Parsed {
         var host: String
         var port: Int
         var usesTLS: Bool

@@ -40,12 +40,7 @@ final class UpstreamCall: @unchecked Sendable {
     private let upstream: String
     private let requestHead: HTTPRequestHead
     private let requestBody: ByteBuffer
-    /// How long the head may take (from the start, waiting for a connection included), and
-    /// what the client is told when it took longer.
-    private let headWait: TimeAmount
-    private let headTimeoutError: RelayError
-    private let idleTimeout: TimeAmount
-    private let idleTimeoutError: RelayError
+    private let timeouts: Timeouts
 
     private var phase = Phase.created
     private var connection: UpstreamConnection?
@@ -64,11 +59,28 @@ final class UpstreamCall: @unchecked Sendable {
     /// Body parts of the read in progress.
     private var readParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
 
-    struct Timeouts {
-        var head: Duration
-        var headError: RelayError
-        var idle: Duration
-        var idleError: RelayError
+    /// An upstream's head and idle timeouts, and what the client is told when one runs out;
+    /// made once per upstream.
+    struct Timeouts: Sendable {
+        /// How long the head may take from the request's start (waiting for a connection
+        /// included): the head timeout, or the idle timeout when that is shorter, as it bounds
+        /// the wait for the head too (as a read timeout would).
+        let headWait: TimeAmount
+        let headError: RelayError
+        let idle: TimeAmount
+        let idleError: RelayError
+
+        init(head: Duration, headError: RelayError, idle: Duration, idleError: RelayError) {
+            self.idle = max(TimeAmount(idle), .nanoseconds(1))
+            self.idleError = idleError
+            if head <= idle {
+                self.headWait = TimeAmount(head)
+                self.headError = headError
+            } else {
+                self.headWait = self.idle
+                self.headError = idleError
+            }
+        }
     }
 
     /// A call and the body it will fill, once ``start()`` has the head.
@@ -97,16 +109,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.upstream = upstream
         self.requestHead = head
         self.requestBody = body
-        self.idleTimeout = max(TimeAmount(timeouts.idle), .nanoseconds(1))
-        self.idleTimeoutError = timeouts.idleError
-        // The idle timeout bounds the wait for the head too, as a read timeout would.
-        if timeouts.head <= timeouts.idle {
-            self.headWait = TimeAmount(timeouts.head)
-            self.headTimeoutError = timeouts.headError
-        } else {
-            self.headWait = self.idleTimeout
-            self.headTimeoutError = timeouts.idleError
-        }
+        self.timeouts = timeouts
         self.head = pool.eventLoop.makePromise(of: HTTPResponseHead.self)
     }
 
@@ -133,10 +136,10 @@ final class UpstreamCall: @unchecked Sendable {
     private func begin() {
         guard self.phase == .created else { return }
         self.phase = .waitingForHead
-        self.timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.headWait) {
+        self.timer = self.eventLoop.assumeIsolated().scheduleTask(in: self.timeouts.headWait) {
             self.timer = nil
             guard self.phase == .waitingForHead else { return }
-            self.finish(.failure(self.headTimeoutError))
+            self.finish(.failure(self.timeouts.headError))
         }
         self.sendOnConnection(fresh: false)
     }
@@ -225,18 +228,18 @@ final class UpstreamCall: @unchecked Sendable {
 
     /// Arms the idle timer for the end of the window that began at ``lastActivity``.
     private func armIdleTimer() {
-        self.timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: self.lastActivity + self.idleTimeout) {
+        self.timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: self.lastActivity + self.timeouts.idle) {
             self.timer = nil
             guard self.phase == .streaming else { return }
             if self.isPaused {
                 // Not reading: the upstream's silence does not count.
                 self.lastActivity = .now()
             }
-            if NIODeadline.now() - self.lastActivity < self.idleTimeout {
+            if NIODeadline.now() - self.lastActivity < self.timeouts.idle {
                 self.armIdleTimer()
                 return
             }
-            self.finish(.failure(self.idleTimeoutError))
+            self.finish(.failure(self.timeouts.idleError))
         }
     }
 

@@ -125,7 +125,6 @@ final class UpstreamConnectionPool: @unchecked Sendable {
             while let connection = self.idle.popLast() {
                 connection.idleSince = nil
                 if connection.isUsable {
-                    connection.wasReused = true
                     return self.eventLoop.makeSucceededFuture(connection)
                 }
             }
@@ -146,7 +145,6 @@ final class UpstreamConnectionPool: @unchecked Sendable {
             return
         }
         if let waiter = self.waiters.popFirst() {
-            connection.wasReused = true
             waiter.succeed(connection)
         } else {
             connection.idleSince = .now()
@@ -251,9 +249,9 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     /// A read NIO asked for while the call's body was full.
     private var readPending = false
     private var gone = false
-    /// Whether it served a request before this one (a closed idle connection then looks
-    /// like a failed request, which may be sent again on a fresh one).
-    var wasReused = false
+    /// Whether it served a request before the current one (a closed idle connection then
+    /// looks like a failed request, which may be sent again on a fresh one).
+    private(set) var wasReused = false
     /// Since when it waits in its pool for a request; nil while in use.
     var idleSince: NIODeadline?
 
@@ -287,6 +285,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     /// The response ended and the connection may serve another request.
     func responseEnded(reusable: Bool) {
         self.call = nil
+        self.wasReused = true
         if reusable {
             self.pool.release(self)
         } else {
@@ -301,9 +300,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func connectFailed() {
-        guard !self.gone else { return }
-        self.gone = true
-        self.pool.connectionGone(self)
+        self.markGone()
     }
 
     // MARK: ChannelHandler
@@ -358,6 +355,11 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     private func lost(_ error: any Error) {
         let call = self.call.take()
         call?.connectionFailed(error, on: self)
+        self.markGone()
+    }
+
+    /// Tells the pool once that this connection is gone.
+    private func markGone() {
         guard !self.gone else { return }
         self.gone = true
         self.pool.connectionGone(self)
