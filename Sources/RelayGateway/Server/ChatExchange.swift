@@ -108,8 +108,15 @@ struct ChatExchange {
         // Registered without waiting for the loop: a close seen before the registration runs
         // calls back at once, and the loop runs the removal after it (both are queued on it,
         // in order), so a kept-alive connection's next request never meets this callback.
+        // A pipeline without the watch has been torn down: the client went before the
+        // registration ran (a loaded CI machine showed it: the retries ran on for a client
+        // long gone).
         channel.eventLoop.execute {
-            try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).watchClose { task.cancel() }
+            guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else {
+                task.cancel()
+                return
+            }
+            watch.watchClose { task.cancel() }
         }
         defer {
             channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
