@@ -724,3 +724,117 @@ private final class Flag: Sendable {
     func set() { self.value.withLock { $0 = true } }
     var isSet: Bool { self.value.withLock { $0 } }
 }
+
+// MARK: - Over a stream that waits with deadlines
+
+/// The gateway's upstream bodies wait with deadlines (``DeadlineIterator``): the stage then
+/// waits for events in the reader's task, on the daemon's clock, with no pump.
+@Suite("Keepalive stage over a stream that waits with deadlines", .timeLimit(.minutes(1)))
+struct KeepaliveWaitingTests {
+    @Test("Silence until the deadline brings a heartbeat; a flood is dropped; content and the end pass; no plain read")
+    func waitsWithDeadlines() async throws {
+        let upstream = DeadlineUpstream([
+            .event(try Wire.role()),
+            .silence,
+            .events(try Array(repeating: Wire.empty(), count: 50)),
+            .event(try Wire.content("Olá")),
+            .end,
+        ])
+        let context = makeContext()
+        // The usage stage between keeps the stream's deadlines.
+        let response = try await KeepaliveStage(interval: .milliseconds(20)).handle(try streamingRequest(), context: context) { request, context in
+            try await UsageStage().handle(request, context: context) { _, _ in
+                ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+            }
+        }
+        guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+        let received = try await collect(events)
+        #expect(received.map(\.kind) == [.chunk, .heartbeat, .chunk])
+        #expect(String(buffer: received[2].bytes).contains("Olá"))
+        #expect(upstream.plainReads == 0, "the stage read with deadlines only")
+        #expect(upstream.deadlineWaits >= 5)
+        #expect(context.record.snapshot.heartbeatsSent == 1)
+        #expect(context.record.snapshot.emptyChunksDropped == 50)
+    }
+
+    @Test("An error from beneath ends the stream with that error")
+    func errorFromBeneath() async throws {
+        let upstream = DeadlineUpstream([.event(try Wire.role()), .fail])
+        let response = try await KeepaliveStage(interval: .seconds(15)).handle(try streamingRequest(), context: makeContext()) { _, _ in
+            ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+        }
+        guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+        var iterator = events.makeAsyncIterator()
+        #expect(try await iterator.next()?.kind == .chunk)
+        await #expect(throws: KeepaliveTestFailure.self) { try await iterator.next() }
+        #expect(try await iterator.next() == nil, "nothing after the error")
+    }
+}
+
+/// An upstream stream that waits with deadlines, following a script; `silence` lasts until
+/// the reader's deadline (the upstream sends nothing meanwhile).
+private final class DeadlineUpstream: AsyncSequence, Sendable {
+    typealias Element = StreamEvent
+
+    enum Step: Sendable {
+        case event(StreamEvent)
+        case events([StreamEvent])
+        case silence
+        case end
+        case fail
+    }
+
+    private let state: Mutex<(steps: [StreamEvent?], silences: Set<Int>, failAt: Int?, position: Int, plainReads: Int, deadlineWaits: Int)>
+
+    init(_ steps: [Step]) {
+        var flat: [StreamEvent?] = []
+        var silences: Set<Int> = []
+        var failAt: Int?
+        for step in steps {
+            switch step {
+            case .event(let event): flat.append(event)
+            case .events(let events): flat.append(contentsOf: events)
+            case .silence: silences.insert(flat.count)
+            case .end: flat.append(nil)
+            case .fail: failAt = flat.count
+            }
+        }
+        self.state = Mutex((flat, silences, failAt, 0, 0, 0))
+    }
+
+    var plainReads: Int { self.state.withLock { $0.plainReads } }
+    var deadlineWaits: Int { self.state.withLock { $0.deadlineWaits } }
+
+    func makeAsyncIterator() -> Iterator { Iterator(upstream: self) }
+
+    struct Iterator: DeadlineIterator {
+        let upstream: DeadlineUpstream
+
+        mutating func next() async throws -> StreamEvent? {
+            self.upstream.state.withLock { $0.plainReads += 1 }
+            throw KeepaliveTestFailure("a plain read")
+        }
+
+        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+            enum Answer { case silence, fail, step(StreamEvent?) }
+            let answer = self.upstream.state.withLock { state -> Answer in
+                state.deadlineWaits += 1
+                if state.silences.remove(state.position) != nil { return .silence }
+                if state.failAt == state.position { return .fail }
+                defer { state.position += 1 }
+                return .step(state.steps[state.position])
+            }
+            switch answer {
+            case .silence:
+                try await Task.sleep(until: deadline)
+                return .deadlinePassed
+            case .fail:
+                throw KeepaliveTestFailure("upstream failed")
+            case .step(let event?):
+                return .element(event)
+            case .step(nil):
+                return .end
+            }
+        }
+    }
+}

@@ -112,4 +112,46 @@ struct StagesEndToEndTests {
             #expect(record["heartbeats_sent"]?.intValue == heartbeats)
         }
     }
+
+    @Test("a live upstream gone silent after content: heartbeats at the interval from the client's own task, then its idle timeout")
+    func heartbeatsWhileLiveUpstreamIsSilent() async throws {
+        // An HTTP upstream's body waits with deadlines, so the keepalive stage relays it with
+        // no pump task (a cassette's does not: the test above covers that path).
+        let upstream = try await LoopbackUpstream.start()
+        defer { Task { await upstream.stop() } }
+        let directory = try TestPaths.temporaryDirectory("stages-live")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ledger = directory + "/usage.jsonl"
+        let gateway = try await GatewayProcess.start(config: """
+            server:
+              socket: SOCKET
+              usage_ledger: \(ledger)
+            upstreams:
+              - name: loop
+                kind: openai-compatible
+                base_url: http://127.0.0.1:\(upstream.port)/v1
+                idle_timeout: 1500ms
+            models:
+              - prefix: loop-
+                upstream: loop
+            pipeline:
+              - stage: keepalive
+                interval: 200ms
+              - stage: usage
+            """)
+        let started = ContinuousClock.now
+        let response = try await curl(gateway.socketPath, "POST", "/v1/chat/completions", body: GatewayEndToEndTests.chatBody(model: "loop-stall", stream: true))
+        let elapsed = started.duration(to: .now)
+        #expect(response.status == 200)
+        let blocks = response.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+        let content = try #require(blocks.firstIndex { $0.contains(#""content":"Olá""#) })
+        let heartbeats = blocks[(content + 1)...].prefix { $0 == ": keepalive" }.count
+        // 1.5 s of silence at 200 ms: about 7 (a loaded machine stretches it; the bound follows the clock).
+        #expect(heartbeats >= 3 && heartbeats <= Int(elapsed / .milliseconds(200)) + 1, "\(heartbeats) heartbeats in \(elapsed): \(blocks)")
+        #expect(blocks.count == content + 1 + heartbeats + 1, "after the heartbeats, only the error event: \(blocks)")
+        #expect(blocks.last?.contains("upstream_timeout") == true, "\(blocks)")
+        #expect(try await gateway.stop() == 0)
+        let record = try JSONValue(parsing: Array(try String(contentsOfFile: ledger, encoding: .utf8).utf8.prefix { $0 != 10 }))
+        #expect(record["heartbeats_sent"]?.intValue == heartbeats)
+    }
 }

@@ -104,14 +104,55 @@ struct UpstreamConnectionTests {
         }
     }
 
+    @Test("a body read with a deadline: the deadline passes, and the part that comes after it is not lost")
+    func bodyDeadline() async throws {
+        try await withServer(.pauseMidBody) { server, pools in
+            let (call, body) = Self.makeCall(pools)
+            let response = try await call.start()
+            #expect(response.status == .ok)
+            var parts = body.makeAsyncIterator()
+            var text = ""
+            while text != "hel" {
+                guard case .element(let part) = try await parts.next(before: .now + .seconds(10)) else {
+                    Issue.record("no first part")
+                    return
+                }
+                text += String(buffer: part)
+            }
+            // The server holds the rest back until told.
+            guard case .deadlinePassed = try await parts.next(before: .now + .milliseconds(50)) else {
+                Issue.record("the wait did not end at its deadline")
+                return
+            }
+            server.resumePausedResponses()
+            reading: while true {
+                switch try await parts.next(before: .now + .seconds(10)) {
+                case .element(let part): text += String(buffer: part)
+                case .end: break reading
+                case .deadlinePassed: Issue.record("no rest within 10 s"); return
+                }
+            }
+            #expect(text == "hello")
+        }
+    }
+
     // MARK: Support
 
     /// One request; the body as text.
     static func fetch(_ pools: UpstreamConnectionPools, headTimeout: Duration = .seconds(10)) async throws -> String {
+        let (call, body) = Self.makeCall(pools, headTimeout: headTimeout)
+        let response = try await call.start()
+        #expect(response.status == .ok)
+        var text = ""
+        for try await part in body { text += String(buffer: part) }
+        return text
+    }
+
+    static func makeCall(_ pools: UpstreamConnectionPools, headTimeout: Duration = .seconds(10)) -> (call: UpstreamCall, body: UpstreamBody) {
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions")
         head.headers.add(name: "Host", value: "localhost")
         head.headers.add(name: "Content-Length", value: "2")
-        let (call, body) = UpstreamCall.make(
+        return UpstreamCall.make(
             pool: pools.next(),
             upstream: "test",
             head: head,
@@ -123,11 +164,6 @@ struct UpstreamConnectionTests {
                 idleError: .upstreamTimeout("idle")
             )
         )
-        let response = try await call.start()
-        #expect(response.status == .ok)
-        var text = ""
-        for try await part in body { text += String(buffer: part) }
-        return text
     }
 
     /// `tls`: the server's configuration and the client's, for an `https://` upstream.
@@ -167,11 +203,14 @@ final class RawServer: Sendable {
         case closeOnSecondRequest
         case closeEverything
         case neverAnswer
+        /// Answers `hel` (chunked), and the rest when ``resumePausedResponses()`` is called.
+        case pauseMidBody
     }
 
     private let channel: any Channel
     private let counts = Mutex((connections: 0, requests: 0))
     private let closes = Mutex((count: 0, waiters: [(Int, CheckedContinuation<Void, Never>)]()))
+    private let pausedResponses = Mutex([@Sendable () -> Void]())
     let port: Int
 
     var connections: Int { self.counts.withLock { $0.connections } }
@@ -187,6 +226,11 @@ final class RawServer: Sendable {
             }
             if ready { continuation.resume() }
         }
+    }
+
+    /// Sends the rest of every response paused so far.
+    func resumePausedResponses() {
+        for resume in self.pausedResponses.withLock({ $0 }) { resume() }
     }
 
     fileprivate func connectionClosed() {
@@ -263,6 +307,20 @@ final class RawServer: Sendable {
                 context.close(promise: nil)
                 return
             case .neverAnswer:
+                return
+            case .pauseMidBody:
+                context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "hel")))), promise: nil)
+                let rest = NIOLoopBound(context, eventLoop: context.eventLoop)
+                let loop = context.eventLoop
+                self.box.server?.pausedResponses.withLock {
+                    $0.append {
+                        loop.execute {
+                            rest.value.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "lo")))), promise: nil)
+                            rest.value.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+                        }
+                    }
+                }
                 return
             case .answerEverything, .closeOnSecondRequest:
                 break

@@ -39,13 +39,38 @@ public struct ChatResponse: Sendable {
 public struct EventStream: AsyncSequence, Sendable {
     public typealias Element = StreamEvent
     private let makeIterator: @Sendable () -> Iterator
+    /// Whether its iterators can wait with a deadline (``Iterator/next(before:)``): every
+    /// layer beneath, down to the upstream body, can. The keepalive stage then waits for
+    /// events itself instead of reading them in a task of its own.
+    public let waitsWithDeadlines: Bool
 
     /// Wraps any sendable sequence of events.
     public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == StreamEvent {
         self.makeIterator = {
             let box = IteratorBox(base.makeAsyncIterator())
-            return Iterator { try await box.next() }
+            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil)
         }
+        self.waitsWithDeadlines = false
+    }
+
+    /// Wraps a sequence whose iterator can wait with deadlines; `waitsWithDeadlines` false
+    /// when it can only if what it wraps can (a stage's view of an ``EventStream``), and
+    /// that cannot.
+    public init<Base: AsyncSequence & Sendable>(_ base: Base, waitsWithDeadlines: Bool)
+    where Base.Element == StreamEvent, Base.AsyncIterator: DeadlineIterator {
+        guard waitsWithDeadlines else {
+            self.makeIterator = {
+                let box = IteratorBox(base.makeAsyncIterator())
+                return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil)
+            }
+            self.waitsWithDeadlines = false
+            return
+        }
+        self.makeIterator = {
+            let box = IteratorBox(base.makeAsyncIterator())
+            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: { try await box.next(before: $0) })
+        }
+        self.waitsWithDeadlines = true
     }
 
     /// A stream of the given events (for tests and relay-made responses).
@@ -58,7 +83,18 @@ public struct EventStream: AsyncSequence, Sendable {
     /// Pulls the next event; nil at the end of the stream.
     public struct Iterator: AsyncIteratorProtocol {
         let nextEvent: () async throws -> StreamEvent?
+        let nextEventBefore: ((ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent>)?
+
         public mutating func next() async throws -> StreamEvent? { try await self.nextEvent() }
+
+        /// The next event, or `.deadlinePassed` when `deadline` comes first; only for a
+        /// stream that ``EventStream/waitsWithDeadlines``.
+        public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+            guard let nextEventBefore = self.nextEventBefore else {
+                preconditionFailure("next(before:) on an event stream that does not wait with deadlines")
+            }
+            return try await nextEventBefore(deadline)
+        }
     }
 }
 
@@ -69,6 +105,12 @@ private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element 
     @exclusivity(unchecked) var base: Base
     init(_ base: Base) { self.base = base }
     func next() async throws -> StreamEvent? { try await self.base.next() }
+}
+
+extension IteratorBox where Base: DeadlineIterator {
+    func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        try await self.base.next(before: deadline)
+    }
 }
 
 private struct EventListSequence: AsyncSequence, Sendable {

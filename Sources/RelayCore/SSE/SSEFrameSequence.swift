@@ -37,25 +37,52 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
 
         public mutating func next() async throws -> SSEFrame? {
             while !self.finished {
-                if self.inputEnded {
-                    if let frame = try self.decoder.decodeLast(buffer: &self.buffer, seenEOF: true) { return frame }
-                    self.finished = true
-                    return nil
-                }
-                if let frame = try self.decoder.decode(buffer: &self.buffer) { return frame }
-                guard var read = try await self.bytes.next() else {
-                    self.inputEnded = true
-                    continue
-                }
-                if self.buffer.readableBytes == 0 {
-                    self.buffer = read
-                } else {
-                    if self.buffer.readerIndex > Self.compactionThreshold { self.buffer.discardReadBytes() }
-                    self.buffer.writeBuffer(&read)
-                }
+                if let frame = try self.decodeBuffered() { return frame }
+                if self.finished { return nil }
+                self.append(try await self.bytes.next())
             }
             return nil
         }
+
+        /// The next frame in the bytes read so far; at the end of the input, the last one
+        /// (and `finished` when there is none).
+        private mutating func decodeBuffered() throws -> SSEFrame? {
+            if self.inputEnded {
+                if let frame = try self.decoder.decodeLast(buffer: &self.buffer, seenEOF: true) { return frame }
+                self.finished = true
+                return nil
+            }
+            return try self.decoder.decode(buffer: &self.buffer)
+        }
+
+        /// Takes a read in; nil is the end of the input.
+        private mutating func append(_ read: ByteBuffer?) {
+            guard var read else {
+                self.inputEnded = true
+                return
+            }
+            if self.buffer.readableBytes == 0 {
+                self.buffer = read
+            } else {
+                if self.buffer.readerIndex > Self.compactionThreshold { self.buffer.discardReadBytes() }
+                self.buffer.writeBuffer(&read)
+            }
+        }
+    }
+}
+
+extension SSEFrameSequence.AsyncIterator: DeadlineIterator where Bytes.AsyncIterator: DeadlineIterator {
+    public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<SSEFrame> {
+        while !self.finished {
+            if let frame = try self.decodeBuffered() { return .element(frame) }
+            if self.finished { return .end }
+            switch try await self.bytes.next(before: deadline) {
+            case .element(let read): self.append(read)
+            case .end: self.append(nil)
+            case .deadlinePassed: return .deadlinePassed
+            }
+        }
+        return .end
     }
 }
 

@@ -26,9 +26,13 @@ import NIOCore
 ///   headers are lost in that case. Without the option the response head is the
 ///   upstream's own.
 ///
-/// Non-streaming responses pass through unchanged. The upstream is read by a task of its
-/// own, at most 16 events (64 KiB) ahead, so that a heartbeat timer never cancels an upstream read;
-/// cancelling or dropping the consumer cancels that task, and the upstream read, at once.
+/// Non-streaming responses pass through unchanged. A stream that can wait with a deadline
+/// (``EventStream/waitsWithDeadlines``: a live upstream's, through stages that keep it) is
+/// read in the client's own task, each wait for an event ending when the next heartbeat is
+/// due. Any other stream (a cassette's, one under a manual clock in tests, or with
+/// `before_commit`) is read by a task of its own, at most 16 events (64 KiB) ahead, so
+/// that a heartbeat timer never cancels an upstream read; cancelling or dropping the
+/// consumer cancels that task, and the upstream read, at once.
 ///
 /// Options: `interval` (duration, default 15s), `heartbeat` (`comment` | `chunk`),
 /// `before_commit` (bool, default false).
@@ -97,6 +101,17 @@ public struct KeepaliveStage: StreamStage {
         }
         let response = try await next(request, context)
         guard case .events(let events) = response.body else { return response }
+        if events.waitsWithDeadlines, let start = clock.now as? ContinuousClock.Instant {
+            // The stream beneath waits with deadlines: the client's task reads it directly.
+            let stream = KeepaliveWaitingSequence(
+                events: events,
+                start: start,
+                interval: self.interval,
+                heartbeat: KeepaliveHeartbeat(style: self.heartbeat, requestedModel: context.requestedModel),
+                record: context.record
+            )
+            return ChatResponse(status: response.status, headerFields: response.headerFields, body: .events(EventStream(stream)))
+        }
         let handOff = KeepaliveHandOff()
         let session = KeepaliveSession(handOff: handOff) {
             await KeepalivePump.run(head: nil, events: events, into: handOff)
@@ -287,6 +302,81 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
             self.record.update { $0.error = $0.error ?? error.message }
             let json = (try? JSONValue(parsing: error.jsonBody.readableBytesView)) ?? ["error": ["message": .string(error.message)]]
             return StreamEvent.data(json, kind: .error)
+        }
+    }
+}
+
+/// The keepalive stage's view of a stream that waits with deadlines (the upstream's, as the
+/// gateway reads it): the client's task waits for the next upstream event until the next
+/// heartbeat is due, with no pump task and no hand-off. Same rules as
+/// ``KeepaliveEventSequence``, on the daemon's clock.
+struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
+    typealias Element = StreamEvent
+
+    let events: EventStream
+    let start: ContinuousClock.Instant
+    let interval: Duration
+    let heartbeat: KeepaliveHeartbeat
+    let record: RequestRecord
+
+    func makeAsyncIterator() -> Iterator {
+        Iterator(
+            upstream: self.events.makeAsyncIterator(),
+            machine: KeepaliveStateMachine(interval: self.interval, lastSent: self.start),
+            heartbeat: self.heartbeat,
+            record: self.record
+        )
+    }
+
+    struct Iterator: AsyncIteratorProtocol {
+        var upstream: EventStream.Iterator
+        var machine: KeepaliveStateMachine<ContinuousClock.Instant>
+        var heartbeat: KeepaliveHeartbeat
+        let record: RequestRecord
+        var finished = false
+
+        mutating func next() async throws -> StreamEvent? {
+            guard !self.finished else { return nil }
+            guard !Task.isCancelled else {
+                self.finished = true
+                throw CancellationError()
+            }
+            do {
+                while true {
+                    // Checked after every dropped event too: a flood that is always ready
+                    // must not hold back a heartbeat that is due.
+                    switch self.machine.timerCheck(at: .now) {
+                    case .sendHeartbeat:
+                        self.record.update { $0.heartbeatsSent += 1 }
+                        return self.heartbeat.event()
+                    case .wait(let deadline):
+                        switch try await self.upstream.next(before: deadline) {
+                        case .element(let event):
+                            if self.forwards(event) { return event }
+                        case .end:
+                            self.finished = true
+                            return nil
+                        case .deadlinePassed:
+                            continue
+                        }
+                    }
+                }
+            } catch {
+                self.finished = true
+                throw error
+            }
+        }
+
+        /// Whether `event` goes to the client; counts the ones that do not.
+        private mutating func forwards(_ event: StreamEvent) -> Bool {
+            if let facts = event.facts { self.heartbeat.observe(facts) }
+            switch self.machine.upstreamEvent(event, at: .now) {
+            case .forward:
+                return true
+            case .dropEmptyChunk, .dropComment:
+                self.record.update { $0.emptyChunksDropped += 1 }
+                return false
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ public struct UsageStage: StreamStage {
             return response
         case .events(let events):
             let counted = UsageEventSequence(base: events, record: context.record, hidesUsageChunk: usageAdded)
-            return ChatResponse(status: response.status, headerFields: response.headerFields, body: .events(EventStream(counted)))
+            return ChatResponse(status: response.status, headerFields: response.headerFields, body: .events(EventStream(counted, waitsWithDeadlines: events.waitsWithDeadlines)))
         }
     }
 }
@@ -62,7 +62,7 @@ struct UsageEventSequence: AsyncSequence, Sendable {
         Iterator(base: self.base.makeAsyncIterator(), record: self.record, hidesUsageChunk: self.hidesUsageChunk)
     }
 
-    struct Iterator: AsyncIteratorProtocol {
+    struct Iterator: DeadlineIterator {
         var base: EventStream.Iterator
         let record: RequestRecord
         let hidesUsageChunk: Bool
@@ -72,6 +72,14 @@ struct UsageEventSequence: AsyncSequence, Sendable {
                 if self.passes(event) { return event }
             }
             return nil
+        }
+
+        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+            while true {
+                let next = try await self.base.next(before: deadline)
+                guard case .element(let event) = next else { return next }
+                if self.passes(event) { return next }
+            }
         }
 
         /// Records what `event` says; false if the client should not see it. Kept out of

@@ -28,6 +28,13 @@ enum UpstreamResponseAdapter {
     ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
         if status.kind == .successful, streamRequested, isEventStream {
+            if let body = body as? UpstreamBody {
+                // A live upstream's body waits with deadlines (the keepalive stage needs no pump).
+                let events = UpstreamEventSequence(
+                    body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, deadline: deadline, mapError: mapError
+                )
+                return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events, waitsWithDeadlines: true)))
+            }
             let events = UpstreamEventSequence(
                 body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, deadline: deadline, mapError: mapError
             )
@@ -106,22 +113,30 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         mutating func next() async throws -> StreamEvent? {
             do {
                 guard let frame = try await self.frames.next() else { return nil }
-                let now = ContinuousClock.now
-                if let deadline = self.deadline, now > deadline.instant { throw deadline.error }
-                if !frame.isCommentOnly {
-                    self.lastMeaningful = now
-                } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
-                    throw timeout.error
-                }
-                return StreamEvent(upstream: frame)
-            } catch let error as SSEDecoderError {
-                throw RelayError.upstreamFailed("Upstream stream is malformed: \(error.description).")
-            } catch let error as RelayError {
-                throw error
-            } catch let error as CancellationError {
-                throw error
+                return try self.event(from: frame)
             } catch {
-                throw self.mapError(error)
+                throw self.relayError(error)
+            }
+        }
+
+        /// The event for `frame`, or the total or comments-only timeout.
+        mutating func event(from frame: SSEFrame) throws -> StreamEvent {
+            let now = ContinuousClock.now
+            if let deadline = self.deadline, now > deadline.instant { throw deadline.error }
+            if !frame.isCommentOnly {
+                self.lastMeaningful = now
+            } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
+                throw timeout.error
+            }
+            return StreamEvent(upstream: frame)
+        }
+
+        /// What the stream throws for an error beneath it.
+        func relayError(_ error: any Error) -> any Error {
+            switch error {
+            case let error as SSEDecoderError: RelayError.upstreamFailed("Upstream stream is malformed: \(error.description).")
+            case is RelayError, is CancellationError: error
+            default: self.mapError(error)
             }
         }
     }
@@ -133,5 +148,19 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
             deadline: self.deadline,
             mapError: self.mapError
         )
+    }
+}
+
+extension UpstreamEventSequence.AsyncIterator: DeadlineIterator where Body.AsyncIterator: DeadlineIterator {
+    mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        do {
+            switch try await self.frames.next(before: deadline) {
+            case .element(let frame): return .element(try self.event(from: frame))
+            case .end: return .end
+            case .deadlinePassed: return .deadlinePassed
+            }
+        } catch {
+            throw self.relayError(error)
+        }
     }
 }

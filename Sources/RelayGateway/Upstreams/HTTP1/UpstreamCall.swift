@@ -4,8 +4,9 @@ import NIOSSL
 import RelayCore
 
 /// One request to an upstream on a connection of ours (``UpstreamConnectionPool``): the
-/// response head, then the body as an `AsyncSequence` of byte buffers, with the head and
-/// idle timeouts kept by one timer that is re-armed lazily.
+/// response head, then the body as an `AsyncSequence` of byte buffers (``UpstreamBody``)
+/// that its reader may also wait on with a deadline, with the head and idle timeouts kept
+/// by one timer that is re-armed lazily.
 ///
 /// Why not AsyncHTTPClient (which the relay used before, and still uses for HTTP
 /// moderation hooks): its read timeout cancels and schedules a timer for every body part
@@ -23,10 +24,6 @@ import RelayCore
 /// Confined to `eventLoop`, as its connection is: the consumer of the body and a cancelled
 /// caller hop there.
 final class UpstreamCall: @unchecked Sendable {
-    typealias Body = NIOThrowingAsyncSequenceProducer<
-        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, UpstreamCall
-    >
-
     private enum Phase {
         case created
         /// Waiting for a connection or for the response head.
@@ -53,11 +50,23 @@ final class UpstreamCall: @unchecked Sendable {
     /// When the last body part came, or reading last resumed after the body was full.
     private var lastActivity = NIODeadline.now()
     private let head: EventLoopPromise<HTTPResponseHead>
-    private var source: Body.Source?
+
+    /// Body parts read and not yet taken by the body's reader. The upstream is read only as
+    /// fast as the relay takes what was read: while parts wait here, the connection holds
+    /// back its reads (a bound of one read, as AsyncHTTPClient's body has).
+    private var bodyParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+    /// How the body ended, once it has (parts may still wait).
+    private var bodyEnd: Result<Void, any Error>?
+    /// The body's reader, waiting for a part, and until when.
+    private var reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?
+    private var readerDeadline: ContinuousClock.Instant?
+    /// One timer for the reader's deadlines, re-armed only when it fires early: a reader's
+    /// deadline (the next heartbeat) moves later with every event, and a timer per wait was
+    /// what made AsyncHTTPClient's read timeout expensive.
+    private var readerTimer: Scheduled<Void>?
+    private var readerTimerDeadline: ContinuousClock.Instant?
     /// The body is full: the connection holds back its reads.
     private(set) var isPaused = false
-    /// Body parts of the read in progress.
-    private var readParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
 
     /// An upstream's head and idle timeouts, and what the client is told when one runs out;
     /// made once per upstream.
@@ -92,15 +101,7 @@ final class UpstreamCall: @unchecked Sendable {
         timeouts: Timeouts
     ) -> (call: UpstreamCall, body: UpstreamBody) {
         let call = UpstreamCall(pool: pool, upstream: upstream, head: head, body: body, timeouts: timeouts)
-        // A low and high watermark of one buffer, as AsyncHTTPClient's async body has: the
-        // upstream is read only as fast as the relay takes what was read.
-        let made = Body.makeSequence(
-            backPressureStrategy: .init(lowWatermark: 1, highWatermark: 1),
-            finishOnDeinit: false,
-            delegate: call
-        )
-        call.source = made.source
-        return (call, UpstreamBody(producer: made.sequence))
+        return (call, UpstreamBody(reader: UpstreamBody.Reader(call)))
     }
 
     private init(pool: UpstreamConnectionPool, upstream: String, head: HTTPRequestHead, body: ByteBuffer, timeouts: Timeouts) {
@@ -176,24 +177,25 @@ final class UpstreamCall: @unchecked Sendable {
         self.head.succeed(head)
     }
 
-    /// Gathers the parts of one read: they go to the body together when the read is over.
+    /// Gathers the parts of one read: the reader hears of them when the read is over.
     func receivedBody(_ buffer: ByteBuffer, on connection: UpstreamConnection) {
-        self.readParts.append(buffer)
+        guard self.bodyEnd == nil else { return }
+        self.bodyParts.append(buffer)
     }
 
-    /// The connection's read is over: its parts go to the body in one hand-over, and the
+    /// The connection's read is over: a waiting reader takes its first part, and the
     /// body's bound applies to the read as a whole, as AsyncHTTPClient's does (a read of a
-    /// burst of events is many chunked-encoding parts; handed over one by one, the second
+    /// burst of events is many chunked-encoding parts; bounded one by one, the second
     /// found the body full and paused the connection: a system call to stop reading and
     /// one to start again, for every read).
     func readComplete(on connection: UpstreamConnection) {
-        guard !self.readParts.isEmpty else { return }
+        guard !self.bodyParts.isEmpty else { return }
         self.lastActivity = .now()
-        defer { self.readParts.removeAll(keepingCapacity: true) }
-        guard let source = self.source else { return }
-        if case .stopProducing = source.yield(contentsOf: self.readParts) {
-            self.isPaused = true
+        if let reader = self.reader.take() {
+            self.readerDeadline = nil
+            reader.resume(returning: .element(self.bodyParts.removeFirst()))
         }
+        if !self.bodyParts.isEmpty { self.isPaused = true }
     }
 
     func receivedEnd(on connection: UpstreamConnection) {
@@ -251,57 +253,143 @@ final class UpstreamCall: @unchecked Sendable {
         self.phase = .finished
         self.timer?.cancel()
         self.timer = nil
+        self.readerTimer?.cancel()
+        self.readerTimer = nil
+        self.readerTimerDeadline = nil
         self.connection.take()?.close()
-        let source = self.source.take()
         switch result {
         case .success:
             if !hadHead { self.head.fail(RelayError.upstreamFailed("Upstream '\(self.upstream)' ended its response without a head.")) }
-            source?.finish()
         case .failure(let error):
             if !hadHead { self.head.fail(error) }
-            source?.finish(error)
+            // A reader that gave up wants none of what was read; parts before a failure of
+            // the upstream are read first.
+            if error is CancellationError { self.bodyParts.removeAll() }
+        }
+        self.bodyEnd = result
+        if let reader = self.reader.take() {
+            self.readerDeadline = nil
+            reader.resume(with: Result { try self.takeReadyPart()! })
+        }
+    }
+
+    // MARK: The body, for its one reader
+
+    /// The next body part, `.end`, or `.deadlinePassed` when `deadline` comes first.
+    /// Cancelling the calling task ends the call (and closes its connection).
+    func nextBodyPart(before deadline: ContinuousClock.Instant?) async throws -> NextBeforeDeadline<ByteBuffer> {
+        // A reader on the loop (the gateway runs streams there) takes what is ready at once.
+        if self.eventLoop.inEventLoop, let ready = try self.takeReadyPart() { return ready }
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { reader in
+                self.onLoop { $0.wait(reader, until: deadline) }
+            }
+        } onCancel: {
+            self.onLoop { $0.finish(.failure(CancellationError())) }
+        }
+    }
+
+    /// A part that waits, or the body's end; nil while the reader must wait.
+    private func takeReadyPart() throws -> NextBeforeDeadline<ByteBuffer>? {
+        if let part = self.bodyParts.popFirst() {
+            if self.bodyParts.isEmpty, self.isPaused {
+                // All taken: reading goes on.
+                self.isPaused = false
+                self.lastActivity = .now()
+                self.connection?.resumeReading()
+            }
+            return .element(part)
+        }
+        switch self.bodyEnd {
+        case nil: return nil
+        case .success: return .end
+        case .failure(let error): throw error
+        }
+    }
+
+    private func wait(_ reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, until deadline: ContinuousClock.Instant?) {
+        do {
+            if let ready = try self.takeReadyPart() {
+                reader.resume(returning: ready)
+                return
+            }
+        } catch {
+            reader.resume(throwing: error)
+            return
+        }
+        precondition(self.reader == nil, "an upstream body has one reader")
+        self.reader = reader
+        self.readerDeadline = deadline
+        if let deadline { self.armReaderTimer(for: deadline) }
+    }
+
+    /// Makes sure the reader's timer fires by `deadline`; a timer armed earlier stays (it
+    /// re-arms when it fires).
+    private func armReaderTimer(for deadline: ContinuousClock.Instant) {
+        if let armed = self.readerTimerDeadline {
+            guard deadline < armed else { return }
+            self.readerTimer?.cancel()
+        }
+        self.readerTimerDeadline = deadline
+        self.readerTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) {
+            self.readerTimer = nil
+            self.readerTimerDeadline = nil
+            guard self.reader != nil, let deadline = self.readerDeadline else { return }
+            if ContinuousClock.now < deadline {
+                self.armReaderTimer(for: deadline)
+                return
+            }
+            self.readerDeadline = nil
+            self.reader.take()?.resume(returning: .deadlinePassed)
         }
     }
 }
 
-extension UpstreamCall: NIOAsyncSequenceProducerDelegate {
-    /// The body's consumer took what was buffered: reading goes on.
-    func produceMore() {
-        self.onLoop { call in
-            guard call.isPaused else { return }
-            call.isPaused = false
-            call.lastActivity = .now()
-            call.connection?.resumeReading()
-        }
-    }
-
-    /// The body's consumer has gone (it finished, was cancelled or dropped the body): a
-    /// response still coming is cut off, and its connection closed.
-    func didTerminate() {
-        self.onLoop { $0.finish(.failure(CancellationError())) }
-    }
-}
-
-/// The body of an ``UpstreamCall``: NIO's producer under a concrete type.
+/// The body of an ``UpstreamCall``, for one reader, who may wait with a deadline.
 ///
-/// Concrete so that its iterator's `next()` is compiled here, where NIO's inlinable
-/// producer is specialised for these types: iterated through the generic SSE decoder
-/// (another module) the producer's own entry points ran unspecialised, looking up generic
-/// metadata on every call (a fifth of a relayed chunk's instructions). AsyncHTTPClient's
-/// `HTTPClientResponse.Body` wraps its producer the same way.
+/// Its own rather than NIO's `NIOThrowingAsyncSequenceProducer` (which it was): a wait
+/// for a part can end at a deadline without cancelling the read, so the keepalive stage
+/// waits for events in the client's task and needs no task of its own to read upstream.
 struct UpstreamBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
-    let producer: UpstreamCall.Body
+    let reader: Reader
 
-    struct AsyncIterator: AsyncIteratorProtocol {
-        var inner: UpstreamCall.Body.AsyncIterator
+    /// Ends the call when the body and its iterator are gone: a response still coming is
+    /// cut off and its connection closed (the reader finished, gave up, or never read).
+    final class Reader: Sendable {
+        let call: UpstreamCall
+        init(_ call: UpstreamCall) { self.call = call }
+        deinit {
+            let call = self.call
+            if call.eventLoop.inEventLoop {
+                call.finishUnread()
+            } else {
+                call.eventLoop.execute { call.finishUnread() }
+            }
+        }
+    }
+
+    struct AsyncIterator: DeadlineIterator {
+        let reader: Reader
 
         mutating func next() async throws -> ByteBuffer? {
-            try await self.inner.next()
+            guard case .element(let part) = try await self.reader.call.nextBodyPart(before: nil) else { return nil }
+            return part
+        }
+
+        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<ByteBuffer> {
+            try await self.reader.call.nextBodyPart(before: deadline)
         }
     }
 
     func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(inner: self.producer.makeAsyncIterator())
+        AsyncIterator(reader: self.reader)
+    }
+}
+
+extension UpstreamCall {
+    /// The body's reader has gone: a response still coming is cut off.
+    fileprivate func finishUnread() {
+        self.finish(.failure(CancellationError()))
     }
 }
