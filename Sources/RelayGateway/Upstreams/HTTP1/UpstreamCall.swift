@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import RelayCore
+import Synchronization
 
 /// One request to an upstream on a connection of ours (``UpstreamConnectionPool``): the
 /// response head, then the body as an `AsyncSequence` of byte buffers (``UpstreamBody``)
@@ -51,22 +52,48 @@ final class UpstreamCall: @unchecked Sendable {
     private var lastActivity = NIODeadline.now()
     private let head: EventLoopPromise<HTTPResponseHead>
 
-    /// Body parts read and not yet taken by the body's reader. The upstream is read only as
-    /// fast as the relay takes what was read: while parts wait here, the connection holds
-    /// back its reads (a bound of one read, as AsyncHTTPClient's body has).
-    private var bodyParts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
-    /// How the body ended, once it has (parts may still wait).
-    private var bodyEnd: Result<Void, any Error>?
-    /// The body's reader, waiting for a part, and until when.
-    private var reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?
-    private var readerDeadline: ContinuousClock.Instant?
+    /// The body between the connection (on the loop) and its reader (on any thread: a
+    /// stream's task runs on the loop only while the loop serves no other request, and
+    /// hopping there for every part cost more than the lock).
+    private let body = Mutex(BodyState())
     /// One timer for the reader's deadlines, re-armed only when it fires early: a reader's
     /// deadline (the next heartbeat) moves later with every event, and a timer per wait was
-    /// what made AsyncHTTPClient's read timeout expensive.
+    /// what made AsyncHTTPClient's read timeout expensive. (Its deadline is in ``BodyState``.)
     private var readerTimer: Scheduled<Void>?
-    private var readerTimerDeadline: ContinuousClock.Instant?
+
+    private struct BodyState {
+        /// Parts read and not yet taken. The upstream is read only as fast as the relay takes
+        /// what was read: while parts wait here, the connection holds back its reads (a
+        /// bound of one read, as AsyncHTTPClient's body has).
+        var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+        /// How the body ended, once it has (parts may still wait).
+        var end: Result<Void, any Error>?
+        /// The reader, waiting for a part, and until when.
+        var reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?
+        var readerDeadline: ContinuousClock.Instant?
+        /// When the reader's timer fires, while it is armed.
+        var timerDeadline: ContinuousClock.Instant?
+        /// The connection holds back its reads.
+        var paused = false
+
+        /// Takes a part, or the end; nil while the reader must wait. `resumeReading` when
+        /// the part taken was the last one of a paused connection.
+        mutating func takeReady() -> (ready: Result<NextBeforeDeadline<ByteBuffer>, any Error>?, resumeReading: Bool) {
+            if let part = self.parts.popFirst() {
+                guard self.parts.isEmpty, self.paused else { return (.success(.element(part)), false) }
+                self.paused = false
+                return (.success(.element(part)), true)
+            }
+            switch self.end {
+            case nil: return (nil, false)
+            case .success: return (.success(.end), false)
+            case .failure(let error): return (.failure(error), false)
+            }
+        }
+    }
+
     /// The body is full: the connection holds back its reads.
-    private(set) var isPaused = false
+    var isPaused: Bool { self.body.withLock { $0.paused } }
 
     /// An upstream's head and idle timeouts, and what the client is told when one runs out;
     /// made once per upstream.
@@ -179,8 +206,10 @@ final class UpstreamCall: @unchecked Sendable {
 
     /// Gathers the parts of one read: the reader hears of them when the read is over.
     func receivedBody(_ buffer: ByteBuffer, on connection: UpstreamConnection) {
-        guard self.bodyEnd == nil else { return }
-        self.bodyParts.append(buffer)
+        self.body.withLock { body in
+            guard body.end == nil else { return }
+            body.parts.append(buffer)
+        }
     }
 
     /// The connection's read is over: a waiting reader takes its first part, and the
@@ -189,13 +218,16 @@ final class UpstreamCall: @unchecked Sendable {
     /// found the body full and paused the connection: a system call to stop reading and
     /// one to start again, for every read).
     func readComplete(on connection: UpstreamConnection) {
-        guard !self.bodyParts.isEmpty else { return }
-        self.lastActivity = .now()
-        if let reader = self.reader.take() {
-            self.readerDeadline = nil
-            reader.resume(returning: .element(self.bodyParts.removeFirst()))
+        let handOver = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, ByteBuffer)?? in
+            guard !body.parts.isEmpty else { return nil }
+            defer { body.paused = !body.parts.isEmpty }
+            guard let reader = body.reader.take() else { return .some(nil) }
+            body.readerDeadline = nil
+            return (reader, body.parts.removeFirst())
         }
-        if !self.bodyParts.isEmpty { self.isPaused = true }
+        guard let handOver else { return }
+        self.lastActivity = .now()
+        if let (reader, part) = handOver { reader.resume(returning: .element(part)) }
     }
 
     func receivedEnd(on connection: UpstreamConnection) {
@@ -233,7 +265,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: self.lastActivity + self.timeouts.idle) {
             self.timer = nil
             guard self.phase == .streaming else { return }
-            if self.isPaused {
+            if self.body.withLock({ $0.paused }) {
                 // Not reading: the upstream's silence does not count.
                 self.lastActivity = .now()
             }
@@ -255,22 +287,25 @@ final class UpstreamCall: @unchecked Sendable {
         self.timer = nil
         self.readerTimer?.cancel()
         self.readerTimer = nil
-        self.readerTimerDeadline = nil
         self.connection.take()?.close()
         switch result {
         case .success:
             if !hadHead { self.head.fail(RelayError.upstreamFailed("Upstream '\(self.upstream)' ended its response without a head.")) }
         case .failure(let error):
             if !hadHead { self.head.fail(error) }
+        }
+        let woken = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, Result<NextBeforeDeadline<ByteBuffer>, any Error>)? in
             // A reader that gave up wants none of what was read; parts before a failure of
             // the upstream are read first.
-            if error is CancellationError { self.bodyParts.removeAll() }
+            if case .failure(let error) = result, error is CancellationError { body.parts.removeAll() }
+            body.end = result
+            body.timerDeadline = nil
+            guard let reader = body.reader.take() else { return nil }
+            body.readerDeadline = nil
+            // It waited, so nothing was ready: what is ready now is the end.
+            return (reader, body.takeReady().ready!)
         }
-        self.bodyEnd = result
-        if let reader = self.reader.take() {
-            self.readerDeadline = nil
-            reader.resume(with: Result { try self.takeReadyPart()! })
-        }
+        if let (reader, outcome) = woken { reader.resume(with: outcome) }
     }
 
     // MARK: The body, for its one reader
@@ -278,70 +313,71 @@ final class UpstreamCall: @unchecked Sendable {
     /// The next body part, `.end`, or `.deadlinePassed` when `deadline` comes first.
     /// Cancelling the calling task ends the call (and closes its connection).
     func nextBodyPart(before deadline: ContinuousClock.Instant?) async throws -> NextBeforeDeadline<ByteBuffer> {
-        // A reader on the loop (the gateway runs streams there) takes what is ready at once.
-        if self.eventLoop.inEventLoop, let ready = try self.takeReadyPart() { return ready }
+        let (ready, resumeReading) = self.body.withLock { $0.takeReady() }
+        if resumeReading { self.onLoop { $0.readingResumed() } }
+        if let ready { return try ready.get() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { reader in
-                self.onLoop { $0.wait(reader, until: deadline) }
+                self.wait(reader, until: deadline)
             }
         } onCancel: {
             self.onLoop { $0.finish(.failure(CancellationError())) }
         }
     }
 
-    /// A part that waits, or the body's end; nil while the reader must wait.
-    private func takeReadyPart() throws -> NextBeforeDeadline<ByteBuffer>? {
-        if let part = self.bodyParts.popFirst() {
-            if self.bodyParts.isEmpty, self.isPaused {
-                // All taken: reading goes on.
-                self.isPaused = false
-                self.lastActivity = .now()
-                self.connection?.resumeReading()
-            }
-            return .element(part)
-        }
-        switch self.bodyEnd {
-        case nil: return nil
-        case .success: return .end
-        case .failure(let error): throw error
-        }
+    /// The reader took the last part of a paused connection: reading goes on.
+    private func readingResumed() {
+        self.lastActivity = .now()
+        self.connection?.resumeReading()
     }
 
     private func wait(_ reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, until deadline: ContinuousClock.Instant?) {
-        do {
-            if let ready = try self.takeReadyPart() {
-                reader.resume(returning: ready)
-                return
-            }
-        } catch {
-            reader.resume(throwing: error)
+        let (ready, resumeReading, armTimer) = self.body.withLock { body -> (Result<NextBeforeDeadline<ByteBuffer>, any Error>?, Bool, Bool) in
+            let (ready, resumeReading) = body.takeReady()
+            if ready != nil { return (ready, resumeReading, false) }
+            precondition(body.reader == nil, "an upstream body has one reader")
+            body.reader = reader
+            body.readerDeadline = deadline
+            // A timer that fires by the deadline is armed already (it re-arms when it fires
+            // early); the reader's deadlines mostly move later.
+            guard let deadline, body.timerDeadline.map({ deadline < $0 }) ?? true else { return (nil, false, false) }
+            body.timerDeadline = deadline
+            return (nil, false, true)
+        }
+        if resumeReading { self.onLoop { $0.readingResumed() } }
+        if let ready {
+            reader.resume(with: ready)
             return
         }
-        precondition(self.reader == nil, "an upstream body has one reader")
-        self.reader = reader
-        self.readerDeadline = deadline
-        if let deadline { self.armReaderTimer(for: deadline) }
+        if armTimer, let deadline { self.onLoop { $0.armReaderTimer(for: deadline) } }
     }
 
-    /// Makes sure the reader's timer fires by `deadline`; a timer armed earlier stays (it
-    /// re-arms when it fires).
+    /// Arms the reader's timer for `deadline` (replacing one armed for later).
     private func armReaderTimer(for deadline: ContinuousClock.Instant) {
-        if let armed = self.readerTimerDeadline {
-            guard deadline < armed else { return }
-            self.readerTimer?.cancel()
-        }
-        self.readerTimerDeadline = deadline
+        let current = self.body.withLock { $0.timerDeadline }
+        // Ended meanwhile, or a timer for an earlier deadline came since.
+        guard current == deadline else { return }
+        self.readerTimer?.cancel()
         self.readerTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) {
             self.readerTimer = nil
-            self.readerTimerDeadline = nil
-            guard self.reader != nil, let deadline = self.readerDeadline else { return }
-            if ContinuousClock.now < deadline {
-                self.armReaderTimer(for: deadline)
-                return
-            }
-            self.readerDeadline = nil
-            self.reader.take()?.resume(returning: .deadlinePassed)
+            self.readerTimerFired()
         }
+    }
+
+    private func readerTimerFired() {
+        let now = ContinuousClock.now
+        let (passed, rearm) = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?, ContinuousClock.Instant?) in
+            body.timerDeadline = nil
+            guard body.reader != nil, let deadline = body.readerDeadline else { return (nil, nil) }
+            guard now >= deadline else {
+                body.timerDeadline = deadline
+                return (nil, deadline)
+            }
+            body.readerDeadline = nil
+            return (body.reader.take(), nil)
+        }
+        if let rearm { self.armReaderTimer(for: rearm) }
+        passed?.resume(returning: .deadlinePassed)
     }
 }
 
