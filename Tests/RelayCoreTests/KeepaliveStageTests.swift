@@ -757,6 +757,31 @@ struct KeepaliveWaitingTests {
         #expect(context.record.snapshot.emptyChunksDropped == 50)
     }
 
+    @Test("Moderation by patterns alone keeps the stream's deadlines, and the keepalive stage waits on it; an external hook does not")
+    func moderationKeepsDeadlines() async throws {
+        struct PassingHook: ModerationHook {
+            func check(_ input: ModerationHookInput) async throws -> ModerationHookAnswer { .pass }
+        }
+        let rule = try PatternRule(name: "codename", pattern: .literal("nightingale"), action: .block)
+        let patternsOnly = ModerationStage(rules: [rule])
+        let withHook = ModerationStage(rules: [rule], hooks: [(ExternalHookSettings(name: "judge", checksInput: false), PassingHook())])
+        for (stage, keeps) in [(patternsOnly, true), (withHook, false)] {
+            let upstream = DeadlineUpstream([.event(try Wire.role()), .event(try Wire.content("Olá")), .end])
+            let response = try await stage.handle(try streamingRequest(), context: makeContext()) { _, _ in
+                ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+            }
+            guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+            #expect(events.waitsWithDeadlines == keeps)
+            guard keeps else { continue }
+            let received = try await collect(EventStream(KeepaliveWaitingSequence(
+                events: events, start: .now, interval: .seconds(15),
+                heartbeat: KeepaliveHeartbeat(style: .comment, requestedModel: "m"), record: makeContext().record
+            )))
+            #expect(received.count == 2)
+            #expect(upstream.plainReads == 0)
+        }
+    }
+
     @Test("An error from beneath ends the stream with that error")
     func errorFromBeneath() async throws {
         let upstream = DeadlineUpstream([.event(try Wire.role()), .fail])

@@ -32,7 +32,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
         )
     }
 
-    struct Iterator: AsyncIteratorProtocol {
+    struct Iterator: DeadlineIterator {
         /// Upstream; nil once the stream was blocked (dropping it releases the upstream request).
         var base: EventStream.Iterator?
         let checker: ModerationChecker
@@ -67,24 +67,43 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
             while true {
                 if !self.outbox.isEmpty { return self.outbox.removeFirst() }
                 guard self.base != nil else { return nil }
-                guard let event = try await self.base!.next() else {
-                    try await self.flushAll()
-                    self.base = nil
-                    continue
+                try await self.take(try await self.base!.next())
+            }
+        }
+
+        /// Only for a stream made with deadlines (patterns alone, see ``ModerationStage``):
+        /// a wait for an external hook is not cut short by the deadline.
+        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+            while true {
+                if !self.outbox.isEmpty { return .element(self.outbox.removeFirst()) }
+                guard self.base != nil else { return .end }
+                switch try await self.base!.next(before: deadline) {
+                case .element(let event): try await self.take(event)
+                case .end: try await self.take(nil)
+                case .deadlinePassed: return .deadlinePassed
                 }
-                switch event.kind {
-                case .chunk:
-                    try await self.receive(event)
-                case .done:
-                    try await self.flushAll()
-                    if !self.blocked { self.outbox.append(event) }
-                case .error:
-                    self.held.removeAll()
-                    self.order.removeAll()
-                    self.outbox.append(event)
-                case .comment, .heartbeat, .other:
-                    self.outbox.append(event)
-                }
+            }
+        }
+
+        /// Takes an upstream event (nil: the end) in; what goes on lands in the outbox.
+        private mutating func take(_ event: StreamEvent?) async throws {
+            guard let event else {
+                try await self.flushAll()
+                self.base = nil
+                return
+            }
+            switch event.kind {
+            case .chunk:
+                try await self.receive(event)
+            case .done:
+                try await self.flushAll()
+                if !self.blocked { self.outbox.append(event) }
+            case .error:
+                self.held.removeAll()
+                self.order.removeAll()
+                self.outbox.append(event)
+            case .comment, .heartbeat, .other:
+                self.outbox.append(event)
             }
         }
 

@@ -110,7 +110,14 @@ public struct ModerationStage: StreamStage {
                 base: events, checker: self.output, fields: self.outputFields, recorder: recorder, requestID: context.requestID,
                 model: context.requestedModel
             )
-            return ChatResponse(status: response.status, headerFields: response.headerFields, body: .events(EventStream(moderated)))
+            // Checked by patterns alone, a stream keeps its deadlines (the keepalive stage
+            // then waits on it directly). External hooks may think for seconds: with them the
+            // keepalive stage reads through its pump, and heartbeats go on while a hook thinks.
+            let keepsDeadlines = events.waitsWithDeadlines && self.output.hooks.isEmpty
+            return ChatResponse(
+                status: response.status, headerFields: response.headerFields,
+                body: .events(EventStream(moderated, waitsWithDeadlines: keepsDeadlines))
+            )
         }
     }
 
