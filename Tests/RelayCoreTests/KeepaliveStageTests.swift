@@ -840,7 +840,7 @@ private final class DeadlineUpstream: AsyncSequence, Sendable {
             throw KeepaliveTestFailure("a plain read")
         }
 
-        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
             enum Answer { case silence, fail, step(StreamEvent?) }
             let answer = self.upstream.state.withLock { state -> Answer in
                 state.deadlineWaits += 1

@@ -83,13 +83,13 @@ public struct EventStream: AsyncSequence, Sendable {
     /// Pulls the next event; nil at the end of the stream.
     public struct Iterator: AsyncIteratorProtocol {
         let nextEvent: () async throws -> StreamEvent?
-        let nextEventBefore: ((ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent>)?
+        let nextEventBefore: (nonisolated(nonsending) (ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent>)?
 
         public mutating func next() async throws -> StreamEvent? { try await self.nextEvent() }
 
         /// The next event, or `.deadlinePassed` when `deadline` comes first; only for a
         /// stream that ``EventStream/waitsWithDeadlines``.
-        public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        nonisolated(nonsending) public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
             guard let nextEventBefore = self.nextEventBefore else {
                 preconditionFailure("next(before:) on an event stream that does not wait with deadlines")
             }
@@ -108,7 +108,7 @@ private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element 
 }
 
 extension IteratorBox where Base: DeadlineIterator {
-    func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+    nonisolated(nonsending) func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
         try await self.base.next(before: deadline)
     }
 }

@@ -72,7 +72,7 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
 }
 
 extension SSEFrameSequence.AsyncIterator: DeadlineIterator where Bytes.AsyncIterator: DeadlineIterator {
-    public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<SSEFrame> {
+    nonisolated(nonsending) public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<SSEFrame> {
         while !self.finished {
             if let frame = try self.decodeBuffered() { return .element(frame) }
             if self.finished { return .end }

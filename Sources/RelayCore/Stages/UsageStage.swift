@@ -74,7 +74,7 @@ struct UsageEventSequence: AsyncSequence, Sendable {
             return nil
         }
 
-        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
             while true {
                 let next = try await self.base.next(before: deadline)
                 guard case .element(let event) = next else { return next }

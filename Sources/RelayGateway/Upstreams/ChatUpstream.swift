@@ -152,7 +152,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
 }
 
 extension UpstreamEventSequence.AsyncIterator: DeadlineIterator where Body.AsyncIterator: DeadlineIterator {
-    mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+    nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
         do {
             switch try await self.frames.next(before: deadline) {
             case .element(let frame): return .element(try self.event(from: frame))

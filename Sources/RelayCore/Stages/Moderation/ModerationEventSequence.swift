@@ -73,7 +73,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
 
         /// Only for a stream made with deadlines (patterns alone, see ``ModerationStage``):
         /// a wait for an external hook is not cut short by the deadline.
-        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+        nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
             while true {
                 if !self.outbox.isEmpty { return .element(self.outbox.removeFirst()) }
                 guard self.base != nil else { return .end }
@@ -86,7 +86,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
         }
 
         /// Takes an upstream event (nil: the end) in; what goes on lands in the outbox.
-        private mutating func take(_ event: StreamEvent?) async throws {
+        nonisolated(nonsending) private mutating func take(_ event: StreamEvent?) async throws {
             guard let event else {
                 try await self.flushAll()
                 self.base = nil
@@ -107,7 +107,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
             }
         }
 
-        private mutating func receive(_ event: StreamEvent) async throws {
+        nonisolated(nonsending) private mutating func receive(_ event: StreamEvent) async throws {
             guard event.facts?.carriesContent == true, let data = event.frame.data,
                 case .object(var object)? = try? JSONValue(parsing: data.readableBytesView),
                 case .array(var choices)? = object["choices"]
@@ -170,7 +170,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
         }
 
         /// Feeds one channel; returns the text released, or nil when the stream was blocked.
-        private mutating func update(_ key: ModerationChannelKey, adding text: String, final: Bool) async throws -> String? {
+        nonisolated(nonsending) private mutating func update(_ key: ModerationChannelKey, adding text: String, final: Bool) async throws -> String? {
             var held: HeldText
             if let existing = self.held.removeValue(forKey: key) {
                 held = existing
@@ -195,7 +195,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
         }
 
         /// Releases everything held: the stream is over (`[DONE]`, or its end).
-        private mutating func flushAll() async throws {
+        nonisolated(nonsending) private mutating func flushAll() async throws {
             let keys = self.order
             for key in keys {
                 guard let released = try await self.update(key, adding: "", final: true) else { return }

@@ -312,7 +312,7 @@ final class UpstreamCall: @unchecked Sendable {
 
     /// The next body part, `.end`, or `.deadlinePassed` when `deadline` comes first.
     /// Cancelling the calling task ends the call (and closes its connection).
-    func nextBodyPart(before deadline: ContinuousClock.Instant?) async throws -> NextBeforeDeadline<ByteBuffer> {
+    nonisolated(nonsending) func nextBodyPart(before deadline: ContinuousClock.Instant?) async throws -> NextBeforeDeadline<ByteBuffer> {
         let (ready, resumeReading) = self.body.withLock { $0.takeReady() }
         if resumeReading { self.onLoop { $0.readingResumed() } }
         if let ready { return try ready.get() }
@@ -413,7 +413,7 @@ struct UpstreamBody: AsyncSequence, Sendable {
             return part
         }
 
-        mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<ByteBuffer> {
+        nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<ByteBuffer> {
             try await self.reader.call.nextBodyPart(before: deadline)
         }
     }
