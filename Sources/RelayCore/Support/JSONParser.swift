@@ -220,7 +220,11 @@ struct JSONParser {
     }
 
     private func decodeUTF8(_ range: Range<Int>) throws(Failure) -> String {
-        guard let text = String(validating: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self) else {
+        let bytes = UnsafeBufferPointer(rebasing: self.bytes[range])
+        // ASCII (member names, nearly always) needs no validation: `String(validating:)`
+        // looks generic metadata up on every call (1% of a short request's instructions).
+        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw Failure(message: "invalid UTF-8 in a string", offset: range.lowerBound)
         }
         return text
