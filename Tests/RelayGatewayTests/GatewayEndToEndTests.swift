@@ -30,7 +30,7 @@ struct GatewayEndToEndTests {
           - name: nowhere
             kind: openai-compatible
             base_url: http://127.0.0.1:\(closedPort)/v1
-            connect_timeout: 1s             # AsyncHTTPClient keeps retrying a refused connect until this
+            connect_timeout: 1s             # bounds a connect that hangs (a refused one fails at once)
         models:
           - name: grok-4-fast
             upstream: recorded

@@ -21,7 +21,7 @@ struct RetryEndToEndTests {
           - name: nowhere
             kind: openai-compatible
             base_url: http://127.0.0.1:\(closedPort)/v1
-            connect_timeout: 1s             # AsyncHTTPClient keeps retrying a refused connect until this
+            connect_timeout: 1s             # bounds a connect that hangs (a refused one fails at once)
           - name: recorded
             kind: cassette
             cassettes: [\(TestPaths.fixtureCassettes)]

@@ -5,8 +5,8 @@ import Testing
 
 @testable import RelayGateway
 
-/// `total_timeout` goes on after the response head: AsyncHTTPClient's deadline covers the
-/// head only, so the body is checked against the total as it arrives.
+/// `total_timeout` goes on after the response head: the upstream call's own timer keeps the
+/// head and idle timeouts only, so the body is checked against the total as it arrives.
 @Suite("An upstream's total timeout, after the head")
 struct UpstreamDeadlineTests {
     static let frames = ["data: {\"choices\":[{\"delta\":{\"content\":\"Olá\"}}]}\n\n", "data: [DONE]\n\n"]

@@ -45,6 +45,19 @@ struct StandardErrorLogHandlerTests {
         #expect(written.filter { $0 == "\n" }.count == 1)
     }
 
+    @Test("Metadata keys that share their first bytes, or are prefixes of others, in string order; repeats once")
+    func keyOrder() throws {
+        let keys = ["events_sent", "caller_uid", "events_received", "a", "caller_gid", "abcdefghij", "abcdefgh", "ab", "caller_pid", "zz", "B"]
+        let written = try self.line { logger in
+            for key in keys { logger[metadataKey: key] = "1" }
+            logger.info("done", metadata: ["caller_pid": "2", "abcdefghi": "3"])
+        }
+        let expected = (keys + ["abcdefghi"]).sorted().map { key in
+            "\(key)=\(key == "caller_pid" ? "2" : key == "abcdefghi" ? "3" : "1")"
+        }
+        #expect(written.hasSuffix(" info gateway: \(expected.joined(separator: " ")) [SystemdTests] done\n"), "\(written)")
+    }
+
     @Test("No metadata, and levels below the logger's are not written")
     func levels() throws {
         let written = try self.line { logger in
