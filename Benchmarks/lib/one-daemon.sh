@@ -9,14 +9,22 @@ bench_tools() {
     [ -x "$TOOLS/bench-load" ] || swift build -c release --package-path "$BENCH_DIR" --product bench-load
 }
 
-# The `pipeline:` entries of a named pipeline: default (keepalive, usage), passthrough or
-# moderation (the default one and a `patterns` moderation stage, as Benchmarks/run has it).
+# The `pipeline:` entries of a named pipeline: default (keepalive, usage), passthrough,
+# moderation (the default one and a `patterns` moderation stage, as Benchmarks/run has it),
+# or shipped (keepalive, usage, retry, as etc/chatrelayd.yaml has it).
 pipeline_stages() {
     case "$1" in
         default) echo '  - stage: keepalive
     interval: 15s
   - stage: usage' ;;
         passthrough) echo '  - stage: passthrough' ;;
+        shipped) echo '  - stage: keepalive
+    interval: 15s
+  - stage: usage
+  - stage: retry
+    attempts: 3
+    max_retry_after: 30s
+    deadline: 60s' ;;
         moderation) echo '  - stage: keepalive
     interval: 15s
   - stage: usage

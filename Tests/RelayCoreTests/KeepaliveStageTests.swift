@@ -782,6 +782,27 @@ struct KeepaliveWaitingTests {
         }
     }
 
+    @Test("The shipped pipeline (keepalive, usage, retry) keeps deadlines: retry's held events, then the rest waited on")
+    func retryKeepsDeadlines() async throws {
+        let upstream = DeadlineUpstream([
+            .event(try Wire.role()), .event(try Wire.content("Olá")), .silence, .event(try Wire.content("!")), .end,
+        ])
+        let context = makeContext()
+        let retry = RetryStage()
+        let response = try await KeepaliveStage(interval: .milliseconds(20)).handle(try streamingRequest(), context: context) { request, context in
+            try await UsageStage().handle(request, context: context) { request, context in
+                try await retry.handle(request, context: context) { _, _ in
+                    ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+                }
+            }
+        }
+        guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+        let received = try await collect(events)
+        #expect(received.map(\.kind) == [.chunk, .chunk, .heartbeat, .chunk])
+        #expect(upstream.plainReads == 2, "retry reads up to the first content without a deadline, the rest with one")
+        #expect(context.record.snapshot.heartbeatsSent == 1)
+    }
+
     @Test("An error from beneath ends the stream with that error")
     func errorFromBeneath() async throws {
         let upstream = DeadlineUpstream([.event(try Wire.role()), .fail])
@@ -835,9 +856,17 @@ private final class DeadlineUpstream: AsyncSequence, Sendable {
     struct Iterator: DeadlineIterator {
         let upstream: DeadlineUpstream
 
+        /// A read with no deadline waits out a silence.
         mutating func next() async throws -> StreamEvent? {
-            self.upstream.state.withLock { $0.plainReads += 1 }
-            throw KeepaliveTestFailure("a plain read")
+            let step = self.upstream.state.withLock { state -> StreamEvent?? in
+                state.plainReads += 1
+                state.silences.remove(state.position)
+                if state.failAt == state.position { return .none }
+                defer { state.position += 1 }
+                return .some(state.steps[state.position])
+            }
+            guard let step else { throw KeepaliveTestFailure("upstream failed") }
+            return step
         }
 
         nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {

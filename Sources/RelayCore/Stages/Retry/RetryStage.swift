@@ -184,7 +184,7 @@ public struct RetryStage: StreamStage {
             heldBytes += event.bytes.readableBytes
             if event.commits || heldBytes > self.maximumHeldBytes {
                 var committed = response
-                committed.body = .events(EventStream(HeldThenRest(held: held, rest: iterator)))
+                committed.body = .events(EventStream(HeldThenRest(held: held, rest: iterator), waitsWithDeadlines: events.waitsWithDeadlines))
                 return .success(committed)
             }
         }
@@ -214,11 +214,17 @@ final class HeldThenRest: AsyncSequence, @unchecked Sendable {
         self.rest = rest
     }
 
-    struct AsyncIterator: AsyncIteratorProtocol {
+    struct AsyncIterator: DeadlineIterator {
         let source: HeldThenRest
         mutating func next() async throws -> StreamEvent? {
             if let event = self.source.held.popFirst() { return event }
             return try await self.source.rest.next()
+        }
+
+        /// Only for a stream whose rest waits with deadlines (see ``RetryStage``).
+        nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
+            if let event = self.source.held.popFirst() { return .element(event) }
+            return try await self.source.rest.next(before: deadline)
         }
     }
 
