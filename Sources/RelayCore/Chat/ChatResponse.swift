@@ -59,11 +59,7 @@ public struct EventStream: AsyncSequence, Sendable {
     public init<Base: AsyncSequence & Sendable>(_ base: Base, waitsWithDeadlines: Bool)
     where Base.Element == StreamEvent, Base.AsyncIterator: DeadlineIterator {
         guard waitsWithDeadlines else {
-            self.makeIterator = {
-                let box = IteratorBox(base.makeAsyncIterator())
-                return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil)
-            }
-            self.waitsWithDeadlines = false
+            self = EventStream(base)
             return
         }
         self.makeIterator = {
