@@ -28,17 +28,13 @@ enum UpstreamResponseAdapter {
     ) async throws -> ChatResponse where Body.Element == ByteBuffer {
         let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
         if status.kind == .successful, streamRequested, isEventStream {
-            if let body = body as? UpstreamBody {
-                // A live upstream's body waits with deadlines (the keepalive stage needs no pump).
-                let events = UpstreamEventSequence(
-                    body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, deadline: deadline, mapError: mapError
-                )
-                return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events, waitsWithDeadlines: true)))
-            }
             let events = UpstreamEventSequence(
                 body: body, maximumEventSize: maximumEventSize, commentsOnlyTimeout: commentsOnlyTimeout, deadline: deadline, mapError: mapError
             )
-            return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(EventStream(events)))
+            // A live upstream's body waits with deadlines (the keepalive stage then needs no
+            // pump); a cassette's does not.
+            let stream = (events as? UpstreamEventSequence<UpstreamBody>).map { EventStream($0, waitsWithDeadlines: true) } ?? EventStream(events)
+            return ChatResponse(status: status, headerFields: passthroughHeaders, body: .events(stream))
         }
         var collected = ByteBuffer()
         do {

@@ -22,9 +22,12 @@ import Synchronization
 /// Time the relay does not read (its client is slow, the body is full) does not count as
 /// the upstream's silence: the idle window starts again when reading resumes.
 ///
-/// Confined to `eventLoop`, as its connection is: the consumer of the body and a cancelled
-/// caller hop there.
+/// Confined to `eventLoop`, as its connection is, but for the body's parts (under a lock,
+/// for a reader on any thread); a cancelled caller hops there.
 final class UpstreamCall: @unchecked Sendable {
+    /// The body's reader, suspended until a part, the end, or its deadline.
+    private typealias WaitingReader = UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>
+
     private enum Phase {
         case created
         /// Waiting for a connection or for the response head.
@@ -69,7 +72,7 @@ final class UpstreamCall: @unchecked Sendable {
         /// How the body ended, once it has (parts may still wait).
         var end: Result<Void, any Error>?
         /// The reader, waiting for a part, and until when.
-        var reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?
+        var reader: WaitingReader?
         var readerDeadline: ContinuousClock.Instant?
         /// When the reader's timer fires, while it is armed.
         var timerDeadline: ContinuousClock.Instant?
@@ -148,8 +151,14 @@ final class UpstreamCall: @unchecked Sendable {
         return try await withTaskCancellationHandler {
             try await self.head.futureResult.get()
         } onCancel: {
-            self.onLoop { $0.finish(.failure(CancellationError())) }
+            self.abandon()
         }
+    }
+
+    /// The caller gave up (its task was cancelled, or it dropped the body): the request, or a
+    /// response still coming, is cut off, and its connection closed.
+    fileprivate func abandon() {
+        self.onLoop { $0.finish(.failure(CancellationError())) }
     }
 
     /// Runs `body` on the loop: at once when called there.
@@ -218,14 +227,14 @@ final class UpstreamCall: @unchecked Sendable {
     /// found the body full and paused the connection: a system call to stop reading and
     /// one to start again, for every read).
     func readComplete(on connection: UpstreamConnection) {
-        let handOver = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, ByteBuffer)?? in
-            guard !body.parts.isEmpty else { return nil }
+        let (read, handOver) = self.body.withLock { body -> (Bool, (WaitingReader, ByteBuffer)?) in
+            guard !body.parts.isEmpty else { return (false, nil) }
             defer { body.paused = !body.parts.isEmpty }
-            guard let reader = body.reader.take() else { return .some(nil) }
+            guard let reader = body.reader.take() else { return (true, nil) }
             body.readerDeadline = nil
-            return (reader, body.parts.removeFirst())
+            return (true, (reader, body.parts.removeFirst()))
         }
-        guard let handOver else { return }
+        guard read else { return }
         self.lastActivity = .now()
         if let (reader, part) = handOver { reader.resume(returning: .element(part)) }
     }
@@ -294,7 +303,7 @@ final class UpstreamCall: @unchecked Sendable {
         case .failure(let error):
             if !hadHead { self.head.fail(error) }
         }
-        let woken = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, Result<NextBeforeDeadline<ByteBuffer>, any Error>)? in
+        let woken = self.body.withLock { body -> (WaitingReader, Result<NextBeforeDeadline<ByteBuffer>, any Error>)? in
             // A reader that gave up wants none of what was read; parts before a failure of
             // the upstream are read first.
             if case .failure(let error) = result, error is CancellationError { body.parts.removeAll() }
@@ -321,7 +330,7 @@ final class UpstreamCall: @unchecked Sendable {
                 self.wait(reader, until: deadline)
             }
         } onCancel: {
-            self.onLoop { $0.finish(.failure(CancellationError())) }
+            self.abandon()
         }
     }
 
@@ -331,7 +340,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.connection?.resumeReading()
     }
 
-    private func wait(_ reader: UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>, until deadline: ContinuousClock.Instant?) {
+    private func wait(_ reader: WaitingReader, until deadline: ContinuousClock.Instant?) {
         let (ready, resumeReading, armTimer) = self.body.withLock { body -> (Result<NextBeforeDeadline<ByteBuffer>, any Error>?, Bool, Bool) in
             let (ready, resumeReading) = body.takeReady()
             if ready != nil { return (ready, resumeReading, false) }
@@ -366,7 +375,7 @@ final class UpstreamCall: @unchecked Sendable {
 
     private func readerTimerFired() {
         let now = ContinuousClock.now
-        let (passed, rearm) = self.body.withLock { body -> (UnsafeContinuation<NextBeforeDeadline<ByteBuffer>, any Error>?, ContinuousClock.Instant?) in
+        let (passed, rearm) = self.body.withLock { body -> (WaitingReader?, ContinuousClock.Instant?) in
             body.timerDeadline = nil
             guard body.reader != nil, let deadline = body.readerDeadline else { return (nil, nil) }
             guard now >= deadline else {
@@ -395,14 +404,7 @@ struct UpstreamBody: AsyncSequence, Sendable {
     final class Reader: Sendable {
         let call: UpstreamCall
         init(_ call: UpstreamCall) { self.call = call }
-        deinit {
-            let call = self.call
-            if call.eventLoop.inEventLoop {
-                call.finishUnread()
-            } else {
-                call.eventLoop.execute { call.finishUnread() }
-            }
-        }
+        deinit { self.call.abandon() }
     }
 
     struct AsyncIterator: DeadlineIterator {
@@ -420,12 +422,5 @@ struct UpstreamBody: AsyncSequence, Sendable {
 
     func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(reader: self.reader)
-    }
-}
-
-extension UpstreamCall {
-    /// The body's reader has gone: a response still coming is cut off.
-    fileprivate func finishUnread() {
-        self.finish(.failure(CancellationError()))
     }
 }
