@@ -249,14 +249,10 @@ struct KeepaliveEventSequence<C: Clock<Duration>>: AsyncSequence, Sendable {
         private mutating func receive(_ item: KeepaliveUpstreamItem) throws -> StreamEvent? {
             switch item {
             case .event(let event):
-                if let facts = event.facts { self.heartbeat.observe(facts) }
-                switch self.machine.upstreamEvent(event, at: self.clock.now) {
-                case .forward:
-                    return event
-                case .dropEmptyChunk, .dropComment:
-                    self.record.update { $0.emptyChunksDropped += 1 }
-                    return nil
-                }
+                let forwarded = keepaliveForwards(
+                    event, at: self.clock.now, machine: &self.machine, heartbeat: &self.heartbeat, record: self.record
+                )
+                return forwarded ? event : nil
             case .end:
                 self.finish()
                 return nil
@@ -352,7 +348,10 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
                     case .wait(let deadline):
                         switch try await self.upstream.next(before: deadline) {
                         case .element(let event):
-                            if self.forwards(event) { return event }
+                            let forwarded = keepaliveForwards(
+                                event, at: .now, machine: &self.machine, heartbeat: &self.heartbeat, record: self.record
+                            )
+                            if forwarded { return event }
                         case .end:
                             self.finished = true
                             return nil
@@ -366,18 +365,25 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
                 throw error
             }
         }
+    }
+}
 
-        /// Whether `event` goes to the client; counts the ones that do not.
-        private mutating func forwards(_ event: StreamEvent) -> Bool {
-            if let facts = event.facts { self.heartbeat.observe(facts) }
-            switch self.machine.upstreamEvent(event, at: .now) {
-            case .forward:
-                return true
-            case .dropEmptyChunk, .dropComment:
-                self.record.update { $0.emptyChunksDropped += 1 }
-                return false
-            }
-        }
+/// Whether an upstream event arriving at `now` goes to the client, for both of the stage's
+/// views: the heartbeat remembers a chunk's envelope, the record counts what is dropped.
+private func keepaliveForwards<Instant>(
+    _ event: StreamEvent,
+    at now: Instant,
+    machine: inout KeepaliveStateMachine<Instant>,
+    heartbeat: inout KeepaliveHeartbeat,
+    record: RequestRecord
+) -> Bool {
+    if let facts = event.facts { heartbeat.observe(facts) }
+    switch machine.upstreamEvent(event, at: now) {
+    case .forward:
+        return true
+    case .dropEmptyChunk, .dropComment:
+        record.update { $0.emptyChunksDropped += 1 }
+        return false
     }
 }
 
