@@ -37,10 +37,6 @@ struct SignalsUnderLoadTests {
         var isComplete: Bool { self.text.hasSuffix("\r\n0\r\n\r\n") }
     }
 
-    static func ledgerRecords(_ path: String) throws -> [JSONValue] {
-        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONValue(parsing: Array($0.utf8)) }
-    }
-
     @Test("SIGTERM with 200 streams in flight: each finishes within the drain time or ends with one shutting_down event, each has its usage record")
     func stopWithTwoHundredStreams() async throws {
         let upstream = try await LoopbackUpstream.start()
@@ -89,7 +85,7 @@ struct SignalsUnderLoadTests {
         #expect(cut >= 100)
 
         // One ledger record per request, matched by request id.
-        let records = try Self.ledgerRecords(ledger)
+        let records = try ledgerRecords(ledger)
         #expect(records.count == 200)
         let byID = Dictionary(records.map { ($0["request_id"]?.stringValue ?? "", $0) }, uniquingKeysWith: { first, _ in first })
         for (index, answer) in answers.enumerated() {
@@ -208,7 +204,7 @@ struct SignalsUnderLoadTests {
         #expect(received.filter { $0.split(separator: "\n").contains("RELOADING=1") }.count == 10)
         #expect(gateway.log.components(separatedBy: "configuration reloaded").count - 1 == 10)
         #expect(try await gateway.stop() == 0)
-        let records = try Self.ledgerRecords(ledger)
+        let records = try ledgerRecords(ledger)
         #expect(records.count == total, "one record per request")
         #expect(records.allSatisfy { $0["status"]?.intValue == 200 && $0["error"] == .null })
     }

@@ -64,9 +64,9 @@ struct StagesEndToEndTests {
             // Heartbeats only appear here if a loaded machine stalls the replay for 500 ms.
             let heartbeats = response.body.components(separatedBy: "\n\n").filter { $0 == ": keepalive" }.count
 
-            let lines = try String(contentsOfFile: ledger, encoding: .utf8).split(separator: "\n")
-            try #require(lines.count == 1)
-            let record = try JSONValue(parsing: Array(lines[0].utf8))
+            let records = try ledgerRecords(ledger)
+            try #require(records.count == 1)
+            let record = records[0]
             #expect(record["model"]?.stringValue == "grok-4-fast")
             #expect(record["served_model"]?.stringValue == "grok-4-fast-reasoning")
             #expect(record["status"]?.intValue == 200)
@@ -108,7 +108,7 @@ struct StagesEndToEndTests {
             #expect(blocks.allSatisfy { $0 == ": keepalive" || $0.hasPrefix("data: ") })
             let firstContent = try #require(blocks.firstIndex { $0.contains(#""content":"Olá""#) })
             #expect(blocks[..<firstContent].dropFirst().allSatisfy { $0 == ": keepalive" }, "only heartbeats between the role chunk and the text")
-            let record = try JSONValue(parsing: Array(try String(contentsOfFile: ledger, encoding: .utf8).utf8.prefix { $0 != 10 }))
+            let record = try #require(try ledgerRecords(ledger).first)
             #expect(record["heartbeats_sent"]?.intValue == heartbeats)
         }
     }
@@ -151,7 +151,7 @@ struct StagesEndToEndTests {
         #expect(blocks.count == content + 1 + heartbeats + 1, "after the heartbeats, only the error event: \(blocks)")
         #expect(blocks.last?.contains("upstream_timeout") == true, "\(blocks)")
         #expect(try await gateway.stop() == 0)
-        let record = try JSONValue(parsing: Array(try String(contentsOfFile: ledger, encoding: .utf8).utf8.prefix { $0 != 10 }))
+        let record = try #require(try ledgerRecords(ledger).first)
         #expect(record["heartbeats_sent"]?.intValue == heartbeats)
     }
 }
