@@ -96,6 +96,37 @@ struct StreamEventScanTests {
         #expect(Self.scanned(#"{"choices":[{"delta":{}}],"error":null}"#).facts?.carriesPayload == false)
     }
 
+    /// A stream's reader keeps the chunk before's `id` and `model` (``ChunkEnvelope``) and the
+    /// scanner hands them back when the bytes repeat: every answer must still be the
+    /// reference's, when they change, when one is a prefix of the other, when the one
+    /// remembered came from escapes (its text then differs from its bytes), and after a
+    /// chunk without them.
+    @Test("Remembering the envelope from chunk to chunk changes no answer")
+    func rememberedEnvelope() {
+        let stream = [
+            #"{"id":"chatcmpl-DuLdOuviL2tiVxMim6HmX4YMnCorK","model":"gpt-4o-mini-2024-07-18","choices":[{"delta":{"content":"a"}}]}"#,
+            #"{"id":"chatcmpl-DuLdOuviL2tiVxMim6HmX4YMnCorK","model":"gpt-4o-mini-2024-07-18","choices":[{"delta":{"content":"b"}}]}"#,
+            #"{"id":"chatcmpl-DuLdOuviL2tiVxMim6HmX4YMnCorKx","model":"gpt-4o-mini-2024-07-18","choices":[]}"#,
+            #"{"id":"chatcmpl-DuLdOuviL2tiVxMim6HmX4YMnCor","model":"gpt-4o-mini","choices":[]}"#,
+            #"{"id":"","model":7,"choices":[]}"#,
+            #"{"id":"","model":"gpt-4o-mini","choices":[]}"#,
+            #"{"choices":[{"delta":{"content":"none"}}]}"#,
+            #"{"id":"a\"b","model":"m\\n","choices":[]}"#,
+            #"{"id":"a\"b","model":"m\\n","choices":[]}"#,
+            #"{"id":"a"b","model":"m\n","choices":[]}"#,
+            #"{"id":"a\u0022b","model":"m\u005cn","choices":[]}"#,
+            #"{"id":"é","model":"gpt-4o-mini","choices":[]}"#,
+            #"{"id":"é","model":"gpt-4o-mini","choices":[]}"#,
+        ]
+        var envelope = ChunkEnvelope()
+        for data in stream {
+            let event = StreamEvent(upstream: SSEFrame(raw: ByteBuffer(string: "data: \(data)\n\n"), data: ByteBuffer(string: data)), envelope: &envelope)
+            let reference = Self.reference(data)
+            #expect(event.kind == reference.kind, "\(data)")
+            #expect(event.facts == reference.facts, "\(data)")
+        }
+    }
+
     @Test("Objects without repeats stay on the scanner's path")
     func distinctNamesAreScanned() throws {
         let data = Array(#"{"id":"a","choices":[{"delta":{"content":"x"},"index":0}],"object":"chat.completion.chunk"}"#.utf8)

@@ -16,12 +16,23 @@ enum ChunkScanner {
         var facts: ChunkFacts?
     }
 
+    /// Nil when `bytes` is not one JSON object. `envelope` holds the `id` and `model` of the
+    /// stream's chunk before, and then of this one.
+    static func scan(_ bytes: UnsafeBufferPointer<UInt8>, envelope: inout ChunkEnvelope) -> Result? {
+        var parser = JSONParser(bytes)
+        guard let result = try? parser.scanEvent(envelope: envelope) else { return nil }
+        if parser.sawRepeatedName { return Self.reference(Array(bytes)) }
+        if let facts = result.facts {
+            if let id = facts.id, id != envelope.id, JSONParser.isPlainString(id) { envelope.id = id }
+            if let model = facts.model, model != envelope.model, JSONParser.isPlainString(model) { envelope.model = model }
+        }
+        return result
+    }
+
     /// Nil when `bytes` is not one JSON object.
     static func scan(_ bytes: UnsafeBufferPointer<UInt8>) -> Result? {
-        var parser = JSONParser(bytes)
-        guard let result = try? parser.scanEvent() else { return nil }
-        if parser.sawRepeatedName { return Self.reference(Array(bytes)) }
-        return result
+        var envelope = ChunkEnvelope()
+        return Self.scan(bytes, envelope: &envelope)
     }
 
     /// The same answer the slow way, from a parsed tree: the definition the scanner is
@@ -36,7 +47,7 @@ enum ChunkScanner {
 }
 
 extension JSONParser {
-    fileprivate mutating func scanEvent() throws(Failure) -> ChunkScanner.Result {
+    fileprivate mutating func scanEvent(envelope: ChunkEnvelope) throws(Failure) -> ChunkScanner.Result {
         self.skipWhitespace()
         guard self.current == UInt8(ascii: "{") else { throw self.failure("not an object") }
         var facts = ChunkFacts()
@@ -50,9 +61,9 @@ extension JSONParser {
             // The names every chunk has come first: each case tried costs a comparison.
             switch key {
             case "model":
-                facts.model = try parser.stringUnlessOther()
+                facts.model = try parser.stringUnlessOther(sameAs: envelope.model)
             case "id":
-                facts.id = try parser.stringUnlessOther()
+                facts.id = try parser.stringUnlessOther(sameAs: envelope.id)
             case "created":
                 if let byte = parser.current, byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
                     facts.created = JSONValue.number(try parser.parseNumber()).intValue
@@ -179,8 +190,8 @@ extension JSONParser {
     }
 
     /// The string, or nil (skipping it) for any other value.
-    private mutating func stringUnlessOther() throws(Failure) -> String? {
-        if self.current == UInt8(ascii: "\"") { return try self.parseString() }
+    private mutating func stringUnlessOther(sameAs previous: String? = nil) throws(Failure) -> String? {
+        if self.current == UInt8(ascii: "\"") { return try self.parseString(sameAs: previous) }
         _ = try self.skipValue()
         return nil
     }
@@ -259,4 +270,14 @@ extension JSONParser {
             try body(&parser, key)
         }
     }
+}
+
+/// The `id` and `model` a stream's chunks carry, remembered from one chunk to the next by
+/// whoever reads the stream (``StreamEvent/init(upstream:envelope:)``): they nearly always
+/// repeat, and the scanner then hands back the same strings without decoding or
+/// allocating them again.
+public struct ChunkEnvelope: Sendable {
+    var id: String?
+    var model: String?
+    public init() {}
 }

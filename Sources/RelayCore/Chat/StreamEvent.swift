@@ -42,27 +42,32 @@ public struct StreamEvent: Sendable {
 
     /// Classifies a decoded upstream block.
     public init(upstream frame: SSEFrame) {
+        var envelope = ChunkEnvelope()
+        self.init(upstream: frame, envelope: &envelope)
+    }
+
+    /// Classifies a decoded upstream block of a stream whose chunks before it left
+    /// `envelope` (see ``ChunkEnvelope``).
+    public init(upstream frame: SSEFrame, envelope: inout ChunkEnvelope) {
         self.frame = frame
         self.factsStorage = nil
         guard let data = frame.data else {
             self.kind = frame.isCommentOnly ? .comment : .other
             return
         }
-        let view = data.readableBytesView
-        if view.elementsEqual("[DONE]".utf8) {
-            self.kind = .done
-            return
+        let scanned = data.withUnsafeReadableBytes { raw -> ChunkScanner.Result? in
+            let bytes = raw.assumingMemoryBound(to: UInt8.self)
+            guard bytes.first == UInt8(ascii: "{") else {
+                return raw.spells("[DONE]") ? ChunkScanner.Result(kind: .done) : nil
+            }
+            return ChunkScanner.scan(bytes, envelope: &envelope)
         }
-        guard view.first == UInt8(ascii: "{"),
-            let scanned = data.withUnsafeReadableBytes({ raw in
-                ChunkScanner.scan(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count))
-            })
-        else {
+        guard let scanned else {
             self.kind = .other
             return
         }
         self.kind = scanned.kind
-        self.factsStorage = scanned.facts.map(ChunkFactsStorage.init)
+        if let facts = scanned.facts { self.factsStorage = ChunkFactsStorage(facts) }
     }
 
     /// The bytes to write to the client.

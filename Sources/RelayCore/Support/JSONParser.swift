@@ -1,3 +1,9 @@
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON parser and writer for ``JSONValue``, by hand, for the relay's hot path.
 ///
 /// Every streamed chunk is parsed once to read its facts; with `JSONDecoder` (a `try?` per
@@ -199,6 +205,33 @@ struct JSONParser {
             self.index += 1
         }
         throw self.failure("unterminated string")
+    }
+
+    /// The string at the current position; `previous` itself when the string's bytes are
+    /// `previous`'s, which must hold no quote, backslash or control character (then the raw
+    /// bytes are the whole string, escape-free). A stream's chunks repeat their `id` and
+    /// `model`: reading them again cost an allocation and a copy per chunk.
+    mutating func parseString(sameAs previous: String?) throws(Failure) -> String {
+        if var previous {
+            let start = self.index + 1
+            let end: Int? = previous.withUTF8 { stored in
+                let end = start + stored.count
+                guard end < self.bytes.count, self.bytes[end] == UInt8(ascii: "\""),
+                    stored.isEmpty || memcmp(self.bytes.baseAddress! + start, stored.baseAddress!, stored.count) == 0
+                else { return nil }
+                return end
+            }
+            if let end {
+                self.index = end + 1
+                return previous
+            }
+        }
+        return try self.parseString()
+    }
+
+    /// Whether `text` can stand for itself in ``parseString(sameAs:)``.
+    static func isPlainString(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 >= 0x20 }
     }
 
     /// Reads the string at the current position and says whether it is `text`, without

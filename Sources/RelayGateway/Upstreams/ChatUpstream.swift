@@ -104,6 +104,8 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         let deadline: UpstreamDeadline?
         /// When the stream started or last sent something other than a comment block.
         var lastMeaningful = ContinuousClock.now
+        /// The `id` and `model` of the chunk before.
+        var envelope = ChunkEnvelope()
         let mapError: @Sendable (any Error) -> RelayError
 
         mutating func next() async throws -> StreamEvent? {
@@ -118,13 +120,13 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         /// The event for `frame`, or the total or comments-only timeout.
         mutating func event(from frame: SSEFrame) throws -> StreamEvent {
             let now = ContinuousClock.now
-            if let deadline = self.deadline, now > deadline.instant { throw deadline.error }
+            if let instant = self.deadline?.instant, now > instant { throw self.deadline!.error }
             if !frame.isCommentOnly {
                 self.lastMeaningful = now
             } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
                 throw timeout.error
             }
-            return StreamEvent(upstream: frame)
+            return StreamEvent(upstream: frame, envelope: &self.envelope)
         }
 
         /// What the stream throws for an error beneath it.
