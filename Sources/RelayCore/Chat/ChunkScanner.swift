@@ -20,12 +20,8 @@ enum ChunkScanner {
     /// stream's chunk before, and then of this one.
     static func scan(_ bytes: UnsafeBufferPointer<UInt8>, envelope: inout ChunkEnvelope) -> Result? {
         var parser = JSONParser(bytes)
-        guard let result = try? parser.scanEvent(envelope: envelope) else { return nil }
+        guard let result = try? parser.scanEvent(envelope: &envelope) else { return nil }
         if parser.sawRepeatedName { return Self.reference(Array(bytes)) }
-        if let facts = result.facts {
-            if let id = facts.id, id != envelope.id, JSONParser.isPlainString(id) { envelope.id = id }
-            if let model = facts.model, model != envelope.model, JSONParser.isPlainString(model) { envelope.model = model }
-        }
         return result
     }
 
@@ -47,7 +43,7 @@ enum ChunkScanner {
 }
 
 extension JSONParser {
-    fileprivate mutating func scanEvent(envelope: ChunkEnvelope) throws(Failure) -> ChunkScanner.Result {
+    fileprivate mutating func scanEvent(envelope: inout ChunkEnvelope) throws(Failure) -> ChunkScanner.Result {
         self.skipWhitespace()
         guard self.current == UInt8(ascii: "{") else { throw self.failure("not an object") }
         var facts = ChunkFacts()
@@ -57,7 +53,7 @@ extension JSONParser {
         var hasError = false
         var topUsage: JSONValue?
         var groqUsage: JSONValue?
-        try self.distinctMembers { parser, key throws(Failure) in
+        try self.distinctMembers { [envelope] parser, key throws(Failure) in
             // The names every chunk has come first: each case tried costs a comparison.
             switch key {
             case "model":
@@ -119,6 +115,8 @@ extension JSONParser {
         guard self.index == self.bytes.count else { throw self.failure("unexpected text after the document") }
         facts.usage = topUsage ?? groqUsage
         facts.carriesPayload = payload || facts.carriesContent || facts.usage != nil
+        if let id = facts.id, id != envelope.id, Self.isPlainString(id) { envelope.id = id }
+        if let model = facts.model, model != envelope.model, Self.isPlainString(model) { envelope.model = model }
         if hasChoices || isChunkObject { return ChunkScanner.Result(kind: .chunk, facts: facts) }
         return ChunkScanner.Result(kind: hasError ? .error : .other, facts: nil)
     }
