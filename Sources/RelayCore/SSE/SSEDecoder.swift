@@ -207,8 +207,9 @@ public struct SSEDecoder: NIOSingleStepByteToMessageDecoder {
         synthesizeLF: Bool,
         appending suffix: String = ""
     ) -> SSEFrame? {
-        let fields = self.block
-        self.block = BlockFields()
+        // Swapped out rather than copied and reset: a copy retains its strings and buffer.
+        var fields = BlockFields()
+        swap(&fields, &self.block)
         self.scanned = 0
         self.lineStart = 0
         guard fields.hasField else {

@@ -402,9 +402,10 @@ struct KeepaliveHeartbeat: Sendable {
 
     /// Remembers the envelope of the latest chunk, for chunk heartbeats.
     mutating func observe(_ facts: ChunkFacts) {
-        if let id = facts.id, !id.isEmpty { self.id = id }
+        // Compared first: a stream repeats them, and assigning retains and releases.
+        if let id = facts.id, !id.isEmpty, id != self.id { self.id = id }
         if let created = facts.created, created > 0 { self.created = created }
-        if let model = facts.model, !model.isEmpty { self.model = model }
+        if let model = facts.model, !model.isEmpty, model != self.model { self.model = model }
     }
 
     func event() -> StreamEvent {
