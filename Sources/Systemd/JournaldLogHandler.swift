@@ -69,8 +69,8 @@ public struct JournaldLogHandler: LogHandler {
         entry.append("CODE_LINE", String(event.line))
         entry.append("CODE_FUNC", event.function)
         entry.append("LOGGER_LABEL", self.label)
-        for (key, value) in Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event) {
-            guard var name = JournalFieldName.sanitized(key) else { continue }
+        Logger.Metadata.forEachMerged(self.metadata, provider: self.metadataProvider, event: event) { key, value in
+            guard var name = JournalFieldName.sanitized(key) else { return }
             if Self.ownFieldNames.contains(name) {
                 name = "F_" + name
             }

@@ -11,7 +11,15 @@ extension Logger.Metadata {
     /// only positions are sorted: moving or even reading (key, value) pairs in the sort
     /// copied each through the runtime's generic tuple witnesses, two thirds of the line's
     /// cost in callgrind.
-    static func merged(_ own: Logger.Metadata, provider: Logger.MetadataProvider?, event: LogEvent) -> [(key: String, value: Logger.MetadataValue)] {
+    /// Visited in place rather than returned as an array of (key, value) pairs: the pairs
+    /// were copied and destroyed through the runtime's generic tuple witnesses, about a
+    /// hundred calls a request log line.
+    static func forEachMerged(
+        _ own: Logger.Metadata,
+        provider: Logger.MetadataProvider?,
+        event: LogEvent,
+        _ body: (String, Logger.MetadataValue) -> Void
+    ) {
         // In order of precedence: a later entry with the same key wins.
         let capacity = own.count + (event.metadata?.count ?? 0) + 2
         var keys: [String] = []
@@ -35,11 +43,8 @@ extension Logger.Metadata {
         }
         var order = Array(keys.indices)
         order.sort { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
-        var merged: [(key: String, value: Logger.MetadataValue)] = []
-        merged.reserveCapacity(keys.count)
         for (position, index) in order.enumerated() where position == order.count - 1 || keys[order[position + 1]] != keys[index] {
-            merged.append((keys[index], values[index]))
+            body(keys[index], values[index])
         }
-        return merged
     }
 }
