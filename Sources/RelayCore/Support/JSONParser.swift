@@ -23,6 +23,9 @@ struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
     var depth = 0
+    /// Room made in every object's dictionary before its members are read: 0 (grow as they
+    /// come) for trees that are kept, more for a tree dropped soon after (``JSONValue/init(parsingTransient:)``).
+    var objectCapacity = 0
     /// Set by ``ChunkScanner``'s walk when an object names a member twice.
     var sawRepeatedName = false
 
@@ -31,8 +34,9 @@ struct JSONParser {
     }
 
     /// Parses one document that fills `bytes` (whitespace around it allowed).
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONValue {
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, objectCapacity: Int = 0) throws(Failure) -> JSONValue {
         var parser = JSONParser(bytes)
+        parser.objectCapacity = objectCapacity
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -82,7 +86,7 @@ struct JSONParser {
     }
 
     private mutating func parseObject() throws(Failure) -> JSONValue {
-        var members: [String: JSONValue] = [:]
+        var members = [String: JSONValue](minimumCapacity: self.objectCapacity)
         try self.members { parser, key throws(Failure) in
             members[try parser.text(of: key)] = try parser.parseValue()
         }

@@ -109,7 +109,7 @@ struct ModerationEventSequence: AsyncSequence, Sendable {
 
         nonisolated(nonsending) private mutating func receive(_ event: StreamEvent) async throws {
             guard event.facts?.carriesContent == true, let data = event.frame.data,
-                case .object(var object)? = try? JSONValue(parsing: data.readableBytesView),
+                case .object(var object)? = try? JSONValue(parsingTransient: data.readableBytesView),
                 case .array(var choices)? = object["choices"]
             else {
                 self.outbox.append(event)
