@@ -63,11 +63,11 @@ let tree = measure("hand-written parser tree, then facts", payloads) { payload i
     guard case .object(let object)? = try? JSONValue(parsing: payload.readableBytesView) else { return false }
     return !ChunkFacts(object).contentText.isEmpty || true
 }
-nonisolated(unsafe) var envelope = ChunkEnvelope()
 let scanner = measure("scanner: facts from the bytes (the relay now)", payloads) { payload in
     StreamEvent(upstream: SSEFrame(raw: payload, data: payload)).kind == .chunk
 }
 // As the upstream's event sequence reads: in stream order, the chunk before's id and model kept.
+nonisolated(unsafe) var envelope = ChunkEnvelope()
 let remembering = measure("scanner, the envelope before remembered", payloads) { payload in
     StreamEvent(upstream: SSEFrame(raw: payload, data: payload), envelope: &envelope).kind == .chunk
 }

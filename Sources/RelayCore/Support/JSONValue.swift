@@ -56,11 +56,7 @@ public enum JSONValue: Sendable, Hashable {
 
     /// Parses a JSON document (RFC 8259; nesting deeper than 512 levels is refused).
     public init(parsing bytes: some Sequence<UInt8>) throws {
-        if let parsed = try bytes.withContiguousStorageIfAvailable({ buffer in try JSONParser.parse(buffer) }) {
-            self = parsed
-        } else {
-            self = try Array(bytes).withUnsafeBufferPointer { buffer in try JSONParser.parse(buffer) }
-        }
+        try self.init(parsing: bytes, objectCapacity: 0)
     }
 
     /// Parses a document whose tree is dropped right after use (a streamed chunk the
@@ -69,10 +65,15 @@ public enum JSONValue: Sendable, Hashable {
     /// 7% of the moderation pipeline's instructions. Kept trees (a request's) grow as their
     /// members come, so that small objects stay small.
     init(parsingTransient bytes: some Sequence<UInt8>) throws {
-        if let parsed = try bytes.withContiguousStorageIfAvailable({ buffer in try JSONParser.parse(buffer, objectCapacity: 8) }) {
+        try self.init(parsing: bytes, objectCapacity: 8)
+    }
+
+    /// Parses `bytes` in place when they are contiguous (see ``JSONParser/objectCapacity``).
+    private init(parsing bytes: some Sequence<UInt8>, objectCapacity: Int) throws {
+        if let parsed = try bytes.withContiguousStorageIfAvailable({ buffer in try JSONParser.parse(buffer, objectCapacity: objectCapacity) }) {
             self = parsed
         } else {
-            self = try Array(bytes).withUnsafeBufferPointer { buffer in try JSONParser.parse(buffer, objectCapacity: 8) }
+            self = try Array(bytes).withUnsafeBufferPointer { buffer in try JSONParser.parse(buffer, objectCapacity: objectCapacity) }
         }
     }
 

@@ -120,6 +120,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         /// The event for `frame`, or the total or comments-only timeout.
         mutating func event(from frame: SSEFrame) throws -> StreamEvent {
             let now = ContinuousClock.now
+            // The instant alone: binding the whole deadline copied its error on every event.
             if let instant = self.deadline?.instant, now > instant { throw self.deadline!.error }
             if !frame.isCommentOnly {
                 self.lastMeaningful = now
