@@ -14,9 +14,13 @@ import Synchronization
 /// timer or a batch size.
 ///
 /// Memory is bounded: once more than ``budget`` bytes are pending or written but not yet
-/// taken by the kernel (NIO completes a write when it has handed it over), ``write(_:)``
-/// waits. A client that does not read therefore stops the relay, which stops reading the
-/// upstream. A failed write (the client has gone) fails every later ``write(_:)``.
+/// known to be taken by the kernel, ``write(_:)`` waits. A client that does not read
+/// therefore stops the relay, which stops reading the upstream. Only some flushes ask NIO
+/// to say when the kernel has taken them (one in ``confirmEvery`` bytes, and every one
+/// made over the budget): NIO completes writes in order, so one answer confirms every
+/// flush before it, and a promise on every flush cost more than the rest of the flush
+/// (NIO's chunked encoder makes four more futures for each). A failed confirmed write or
+/// a closed connection (the client has gone) fails every later ``write(_:)``.
 ///
 /// The response head goes through Hummingbird's writer before the first event, and its
 /// `finish` writes the end after the last: both through the same event loop, in order.
@@ -26,14 +30,21 @@ import Synchronization
 final class StreamBodyWriter: Sendable {
     /// Bytes pending or in flight past which ``write(_:)`` waits.
     static let budget = 64 * 1024
+    /// A flush asks to be told when it is written once this many bytes have been flushed
+    /// since the last that asked: a client that keeps up confirms well before the budget.
+    static let confirmEvery = budget / 4
 
     private struct State: ~Copyable {
         /// Appended by the relay, not yet handed to the channel.
         var pending: ByteBuffer
         var flushQueued = false
-        /// Handed to the channel, whose writes have not completed.
-        var inFlight = 0
-        /// Flushes whose writes completed: what the write-stall watch looks at.
+        /// Bytes handed to the channel, in all.
+        var flushedBytes = 0
+        /// Of those, the bytes known to be written: up to the last confirmed flush.
+        var confirmedBytes = 0
+        /// `flushedBytes` after the last flush that asked for its confirmation.
+        var lastMark = 0
+        /// Confirmations received: what the write-stall watch looks at.
         var completedFlushes = 0
         var failure: (any Error)?
         var waiter: CheckedContinuation<Void, any Error>?
@@ -45,6 +56,8 @@ final class StreamBodyWriter: Sendable {
         /// Armed only while a write waits.
         var stallTimer: Scheduled<Void>?
 
+        /// Handed to the channel, not known to be written.
+        var inFlight: Int { self.flushedBytes - self.confirmedBytes }
         var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.budget }
     }
 
@@ -126,32 +139,59 @@ final class StreamBodyWriter: Sendable {
     }
 
     /// Runs on the channel's event loop: writes everything pending as one body part.
+    ///
+    /// It asks for a confirmation when over the budget (a writer waits, or is about to,
+    /// for one) or once ``confirmEvery`` bytes went unconfirmed; so whenever a writer waits,
+    /// a confirmation is on its way or a queued flush will ask for one.
     private func flush() {
-        let buffer = self.state.withLock { state -> ByteBuffer in
+        let isActive = self.channel.isActive
+        let (buffer, mark) = self.state.withLock { state -> (ByteBuffer, Int?) in
             state.flushQueued = false
+            let overBudget = !state.hasRoom
             var taken = self.channel.allocator.buffer(capacity: 0)
             swap(&taken, &state.pending)
-            state.inFlight += taken.readableBytes
-            return taken
+            guard isActive else {
+                // Written to a closed channel, with no promise, the bytes would go nowhere unseen.
+                if state.failure == nil { state.failure = ChannelError.ioOnClosedChannel }
+                return (taken, nil)
+            }
+            state.flushedBytes += taken.readableBytes
+            guard overBudget || state.flushedBytes - state.lastMark >= Self.confirmEvery else { return (taken, nil) }
+            state.lastMark = state.flushedBytes
+            return (taken, state.flushedBytes)
+        }
+        guard isActive else {
+            self.resumeWaiter(after: { _ in })
+            return
         }
         guard buffer.readableBytes > 0 else { return }
+        guard let mark else {
+            self.channel.pipeline.syncOperations.writeAndFlush(NIOAny(HTTPResponsePart.body(buffer)), promise: nil)
+            return
+        }
         let written = self.channel.eventLoop.makePromise(of: Void.self)
         self.channel.pipeline.syncOperations.writeAndFlush(NIOAny(HTTPResponsePart.body(buffer)), promise: written)
-        let count = buffer.readableBytes
         written.futureResult.whenComplete { result in
-            let (waiter, failure) = self.state.withLock { state -> (CheckedContinuation<Void, any Error>?, (any Error)?) in
-                state.inFlight -= count
+            self.resumeWaiter(after: { state in
+                state.confirmedBytes = max(state.confirmedBytes, mark)
                 state.completedFlushes += 1
                 if case .failure(let error) = result, state.failure == nil { state.failure = error }
-                guard state.failure != nil || state.hasRoom else { return (nil, nil) }
-                state.stallTimer.take()?.cancel()
-                return (state.waiter.take(), state.failure)
-            }
-            if let failure {
-                waiter?.resume(throwing: failure)
-            } else {
-                waiter?.resume()
-            }
+            })
+        }
+    }
+
+    /// Applies `update`, then resumes a waiting writer if there is room now or the writes failed.
+    private func resumeWaiter(after update: (inout State) -> Void) {
+        let (waiter, failure) = self.state.withLock { state -> (CheckedContinuation<Void, any Error>?, (any Error)?) in
+            update(&state)
+            guard state.failure != nil || state.hasRoom else { return (nil, nil) }
+            state.stallTimer.take()?.cancel()
+            return (state.waiter.take(), state.failure)
+        }
+        if let failure {
+            waiter?.resume(throwing: failure)
+        } else {
+            waiter?.resume()
         }
     }
 

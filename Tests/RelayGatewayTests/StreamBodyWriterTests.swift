@@ -1,0 +1,156 @@
+import Foundation
+import NIOCore
+import NIOHTTPTypes
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import RelayGateway
+
+/// The relay's writer to the client over a real socket pair: the far end is the client,
+/// read (or not) with plain system calls.
+@Suite("Writing a stream to the client")
+struct StreamBodyWriterTests {
+    /// Hands body parts to the socket as the bytes they hold (the HTTP encoder's place).
+    final class BodyBytes: ChannelOutboundHandler, Sendable {
+        typealias OutboundIn = HTTPResponsePart
+        typealias OutboundOut = ByteBuffer
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            guard case .body(let bytes) = self.unwrapOutboundIn(data) else {
+                promise?.succeed()
+                return
+            }
+            context.write(self.wrapOutboundOut(bytes), promise: promise)
+        }
+    }
+
+    /// A channel on one end of a Unix socket pair, and the other end's descriptor.
+    struct SocketPair {
+        let group: MultiThreadedEventLoopGroup
+        let channel: any Channel
+        /// The channel's descriptor (NIO's; only read from here) and the client's.
+        let server: Int32
+        let client: Int32
+
+        static func make() async throws -> SocketPair {
+            var descriptors: [Int32] = [0, 0]
+            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &descriptors) == 0)
+            // A client read that gets nothing for 30 s fails the test instead of hanging it.
+            var timeout = timeval(tv_sec: 30, tv_usec: 0)
+            setsockopt(descriptors[1], SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BodyBytes()) } }
+                .withConnectedSocket(descriptors[0])
+                .get()
+            return SocketPair(group: group, channel: channel, server: descriptors[0], client: descriptors[1])
+        }
+
+        /// What the kernel may hold between the two ends: the sender's and receiver's buffers.
+        var socketBuffers: Int {
+            func option(_ descriptor: Int32, _ name: Int32) -> Int {
+                var value: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(descriptor, SOL_SOCKET, name, &value, &length)
+                return Int(value)
+            }
+            return option(self.server, SO_SNDBUF) + option(self.client, SO_RCVBUF)
+        }
+
+        /// Reads exactly `count` bytes from the client's end (nil if the socket ends first
+        /// or nothing comes for 30 s).
+        func read(_ count: Int) -> [UInt8]? {
+            var bytes = [UInt8](repeating: 0, count: count)
+            var filled = 0
+            while filled < count {
+                let got = bytes.withUnsafeMutableBytes { Foundation.read(self.client, $0.baseAddress! + filled, count - filled) }
+                guard got > 0 else { return nil }
+                filled += got
+            }
+            return bytes
+        }
+
+        func close() async throws {
+            try? await self.channel.close()
+            Foundation.close(self.client)
+            try await self.group.shutdownGracefully()
+        }
+    }
+
+    /// Event `index` of a stream: 1 KB that says where it belongs.
+    static func event(_ index: Int) -> [UInt8] {
+        let label = Array("data: event \(index) ".utf8)
+        return label + [UInt8](repeating: UInt8(ascii: "a") + UInt8(index % 26), count: 1024 - label.count - 1) + [UInt8(ascii: "\n")]
+    }
+
+    /// Whether `received` is events 0 to `count` - 1 (a Bool: a failed comparison of
+    /// megabytes would print them).
+    static func isStream(_ received: [UInt8]?, of count: Int) -> Bool {
+        received == (0..<count).flatMap(Self.event)
+    }
+
+    @Test("A client that reads nothing stops the writer within the budget and the socket's buffers; when it reads, every byte arrives in order")
+    func clientThatDoesNotRead() async throws {
+        let pair = try await SocketPair.make()
+        let writer = StreamBodyWriter(channel: pair.channel)
+        // Either the writer waits long enough for the watch to call (what must happen), or
+        // it gets everything written with nobody reading (unbounded): whichever comes first.
+        let (outcomes, outcome) = AsyncStream.makeStream(of: String.self)
+        writer.watchForStalls(timeout: .milliseconds(100)) { outcome.yield("stalled") }
+        let events = 4096
+        let accepted = Atomic<Int>(0)
+        let writing = Task {
+            for index in 0..<events {
+                try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index)))
+                accepted.add(1024, ordering: .relaxed)
+            }
+            outcome.yield("wrote everything")
+        }
+        var first: String?
+        for await next in outcomes {
+            first = next
+            break
+        }
+        #expect(first == "stalled")
+        let held = accepted.load(ordering: .relaxed)
+        #expect(held <= StreamBodyWriter.budget + pair.socketBuffers + 1024, "accepted \(held) bytes with nobody reading")
+
+        writer.stopWatchingForStalls()
+        let received = await Task.detached { pair.read(events * 1024) }.value
+        #expect(Self.isStream(received, of: events), "every event, in order, once")
+        try await writing.value
+        try await pair.close()
+    }
+
+    @Test("A client that keeps reading gets a long stream whole, however far past the budget")
+    func clientThatReads() async throws {
+        let pair = try await SocketPair.make()
+        let writer = StreamBodyWriter(channel: pair.channel)
+        let events = 2048
+        let reading = Task.detached { pair.read(events * 1024) }
+        for index in 0..<events {
+            try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index)))
+        }
+        #expect(Self.isStream(await reading.value, of: events), "every event, in order, once")
+        try await pair.close()
+    }
+
+    @Test("Once the client has closed its end, writes fail rather than vanish")
+    func clientThatLeft() async throws {
+        let pair = try await SocketPair.make()
+        let writer = StreamBodyWriter(channel: pair.channel)
+        Foundation.close(pair.client)
+        var failure: (any Error)?
+        for index in 0..<4096 where failure == nil {
+            do {
+                try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index)))
+            } catch {
+                failure = error
+            }
+        }
+        #expect(failure != nil, "4 MB written to a closed socket with no error")
+        try? await pair.channel.closeFuture.get()
+        try await pair.group.shutdownGracefully()
+    }
+}
