@@ -117,7 +117,7 @@ struct StreamBodyWriterTests {
         #expect(held <= StreamBodyWriter.budget + pair.socketBuffers + 1024, "accepted \(held) bytes with nobody reading")
 
         writer.stopWatchingForStalls()
-        let received = await Task.detached { pair.read(events * 1024) }.value
+        let received = try await onOwnThread { pair.read(events * 1024) }
         #expect(Self.isStream(received, of: events), "every event, in order, once")
         try await writing.value
         try await pair.close()
@@ -128,11 +128,13 @@ struct StreamBodyWriterTests {
         let pair = try await SocketPair.make()
         let writer = StreamBodyWriter(channel: pair.channel)
         let events = 2048
-        let reading = Task.detached { pair.read(events * 1024) }
+        // On a thread of its own: a blocking read on one of the cooperative pool's threads
+        // (two on this machine) would starve the writer and every other test.
+        let reading = Task { try await onOwnThread { pair.read(events * 1024) } }
         for index in 0..<events {
             try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index)))
         }
-        #expect(Self.isStream(await reading.value, of: events), "every event, in order, once")
+        #expect(Self.isStream(try await reading.value, of: events), "every event, in order, once")
         try await pair.close()
     }
 
