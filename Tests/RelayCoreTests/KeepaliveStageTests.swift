@@ -803,6 +803,74 @@ struct KeepaliveWaitingTests {
         #expect(context.record.snapshot.heartbeatsSent == 1)
     }
 
+    @Test("The fast path (nextIfReady) through keepalive, usage and retry gives what next gives: drops, heartbeat, hidden usage chunk, the end")
+    func readyPath() async throws {
+        func script() throws -> [DeadlineUpstream.Step] {
+            [
+                .event(try Wire.role()), .event(try Wire.content("Olá")), .silence,
+                .events(try Array(repeating: Wire.empty(), count: 30)), .event(try Wire.content("!")),
+                .event(try Wire.event(#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"# + "\n\n")),
+                .event(try Wire.event("data: [DONE]\n\n")), .end,
+            ]
+        }
+        /// The stream through the shipped stages; `takingReady` pulls as the relay does.
+        func run(takingReady: Bool) async throws -> (events: [StreamEvent], record: UsageRecord, upstream: DeadlineUpstream) {
+            let upstream = DeadlineUpstream(try script())
+            let context = makeContext()
+            let response = try await KeepaliveStage(interval: .milliseconds(100)).handle(try streamingRequest(), context: context) { request, context in
+                try await UsageStage().handle(request, context: context) { request, context in
+                    try await RetryStage().handle(request, context: context) { _, _ in
+                        ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+                    }
+                }
+            }
+            guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+            var iterator = events.makeAsyncIterator()
+            #expect(iterator.canBeReady)
+            var received: [StreamEvent] = []
+            pulling: while let event = try await iterator.next() {
+                received.append(event)
+                while takingReady {
+                    switch try iterator.nextIfReady() {
+                    case .element(let event): received.append(event)
+                    case .end: break pulling
+                    case .deadlinePassed: continue pulling
+                    }
+                }
+            }
+            return (received, context.record.snapshot, upstream)
+        }
+        let plain = try await run(takingReady: false)
+        let ready = try await run(takingReady: true)
+        #expect(ready.events.map(\.kind) == [.chunk, .chunk, .heartbeat, .chunk, .done])
+        #expect(ready.events.map { String(buffer: $0.bytes) } == plain.events.map { String(buffer: $0.bytes) }, "the same events, byte for byte")
+        #expect(ready.record.emptyChunksDropped == 30 && plain.record.emptyChunksDropped == 30)
+        #expect(ready.record.heartbeatsSent == 1 && plain.record.heartbeatsSent == 1)
+        #expect(ready.record.tokens.total == 5 && plain.record.tokens.total == 5)
+        #expect(ready.record.eventsReceived == plain.record.eventsReceived)
+        #expect(ready.upstream.readyTakes >= 30, "the flood and what followed were taken without waiting")
+        #expect(plain.upstream.readyTakes == 0)
+    }
+
+    @Test("A stage with no fast path (moderation) turns it off for the stages above it")
+    func readyPathOff() async throws {
+        let upstream = DeadlineUpstream([.event(try Wire.role()), .event(try Wire.content("Olá")), .end])
+        let rule = try PatternRule(name: "codename", pattern: .literal("nightingale"), action: .block)
+        let response = try await UsageStage().handle(try streamingRequest(), context: makeContext()) { request, context in
+            try await ModerationStage(rules: [rule]).handle(request, context: context) { _, _ in
+                ChatResponse(status: .ok, body: .events(EventStream(upstream, waitsWithDeadlines: true)))
+            }
+        }
+        guard case .events(let events) = response.body else { throw KeepaliveTestFailure("no stream") }
+        var iterator = events.makeAsyncIterator()
+        #expect(!iterator.canBeReady)
+        guard case .deadlinePassed = try iterator.nextIfReady() else {
+            Issue.record("an event came through a stage with no fast path")
+            return
+        }
+        #expect(try await iterator.next()?.kind == .chunk)
+    }
+
     @Test("An error from beneath ends the stream with that error")
     func errorFromBeneath() async throws {
         let upstream = DeadlineUpstream([.event(try Wire.role()), .fail])
@@ -830,7 +898,7 @@ private final class DeadlineUpstream: AsyncSequence, Sendable {
         case fail
     }
 
-    private let state: Mutex<(steps: [StreamEvent?], silences: Set<Int>, failAt: Int?, position: Int, plainReads: Int, deadlineWaits: Int)>
+    private let state: Mutex<(steps: [StreamEvent?], silences: Set<Int>, failAt: Int?, position: Int, plainReads: Int, deadlineWaits: Int, readyTakes: Int)>
 
     init(_ steps: [Step]) {
         var flat: [StreamEvent?] = []
@@ -845,11 +913,13 @@ private final class DeadlineUpstream: AsyncSequence, Sendable {
             case .fail: failAt = flat.count
             }
         }
-        self.state = Mutex((flat, silences, failAt, 0, 0, 0))
+        self.state = Mutex((flat, silences, failAt, 0, 0, 0, 0))
     }
 
     var plainReads: Int { self.state.withLock { $0.plainReads } }
     var deadlineWaits: Int { self.state.withLock { $0.deadlineWaits } }
+    /// Events (and ends) handed over by the fast path.
+    var readyTakes: Int { self.state.withLock { $0.readyTakes } }
 
     func makeAsyncIterator() -> Iterator { Iterator(upstream: self) }
 
@@ -889,6 +959,21 @@ private final class DeadlineUpstream: AsyncSequence, Sendable {
             case .step(nil):
                 return .end
             }
+        }
+
+        var canBeReady: Bool { true }
+
+        /// Every step but a silence is ready.
+        mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+            let answer = self.upstream.state.withLock { state -> NextBeforeDeadline<StreamEvent>? in
+                if state.silences.contains(state.position) { return .deadlinePassed }
+                if state.failAt == state.position { return nil }
+                state.readyTakes += 1
+                defer { state.position += 1 }
+                return state.steps[state.position].map { .element($0) } ?? .end
+            }
+            guard let answer else { throw KeepaliveTestFailure("upstream failed") }
+            return answer
         }
     }
 }

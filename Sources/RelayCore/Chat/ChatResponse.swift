@@ -48,7 +48,17 @@ public struct EventStream: AsyncSequence, Sendable {
     public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == StreamEvent {
         self.makeIterator = {
             let box = IteratorBox(base.makeAsyncIterator())
-            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil)
+            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil, nextEventIfReady: nil)
+        }
+        self.waitsWithDeadlines = false
+    }
+
+    /// Wraps a sequence whose iterator can hand over what it has ready
+    /// (``Iterator/nextIfReady()``).
+    public init<Base: AsyncSequence & Sendable>(_ base: Base) where Base.Element == StreamEvent, Base.AsyncIterator: ReadyIterator {
+        self.makeIterator = {
+            let box = IteratorBox(base.makeAsyncIterator())
+            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: nil, nextEventIfReady: box.readyPath)
         }
         self.waitsWithDeadlines = false
     }
@@ -64,7 +74,11 @@ public struct EventStream: AsyncSequence, Sendable {
         }
         self.makeIterator = {
             let box = IteratorBox(base.makeAsyncIterator())
-            return Iterator(nextEvent: { try await box.next() }, nextEventBefore: { try await box.next(before: $0) })
+            return Iterator(
+                nextEvent: { try await box.next() },
+                nextEventBefore: { try await box.next(before: $0) },
+                nextEventIfReady: box.readyPath
+            )
         }
         self.waitsWithDeadlines = true
     }
@@ -77,9 +91,10 @@ public struct EventStream: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> Iterator { self.makeIterator() }
 
     /// Pulls the next event; nil at the end of the stream.
-    public struct Iterator: AsyncIteratorProtocol {
+    public struct Iterator: ReadyIterator {
         let nextEvent: () async throws -> StreamEvent?
         let nextEventBefore: (nonisolated(nonsending) (ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent>)?
+        let nextEventIfReady: (() throws -> NextBeforeDeadline<StreamEvent>)?
 
         public mutating func next() async throws -> StreamEvent? { try await self.nextEvent() }
 
@@ -91,6 +106,15 @@ public struct EventStream: AsyncSequence, Sendable {
             }
             return try await nextEventBefore(deadline)
         }
+
+        /// The next event if the layers beneath have it ready (`.deadlinePassed` if not,
+        /// or if one of them cannot tell).
+        public mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+            guard let nextEventIfReady = self.nextEventIfReady else { return .deadlinePassed }
+            return try nextEventIfReady()
+        }
+
+        public var canBeReady: Bool { self.nextEventIfReady != nil }
     }
 }
 
@@ -101,6 +125,13 @@ private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element 
     @exclusivity(unchecked) var base: Base
     init(_ base: Base) { self.base = base }
     func next() async throws -> StreamEvent? { try await self.base.next() }
+}
+
+extension IteratorBox where Base: ReadyIterator {
+    /// The fast path to `base`, if it has one.
+    var readyPath: (() throws -> NextBeforeDeadline<StreamEvent>)? {
+        self.base.canBeReady ? { try self.base.nextIfReady() } : nil
+    }
 }
 
 extension IteratorBox where Base: DeadlineIterator {

@@ -71,12 +71,27 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
     }
 }
 
-extension SSEFrameSequence.AsyncIterator: DeadlineIterator where Bytes.AsyncIterator: DeadlineIterator {
+extension SSEFrameSequence.AsyncIterator: ReadyIterator, DeadlineIterator where Bytes.AsyncIterator: DeadlineIterator {
     nonisolated(nonsending) public mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<SSEFrame> {
+        while true {
+            let ready = try self.nextIfReady()
+            guard case .deadlinePassed = ready else { return ready }
+            switch try await self.bytes.next(before: deadline) {
+            case .element(let read): self.append(read)
+            case .end: self.append(nil)
+            case .deadlinePassed: return .deadlinePassed
+            }
+        }
+    }
+
+    public var canBeReady: Bool { self.bytes.canBeReady }
+
+    /// A frame from the bytes read so far and the reads the body has ready.
+    public mutating func nextIfReady() throws -> NextBeforeDeadline<SSEFrame> {
         while !self.finished {
             if let frame = try self.decodeBuffered() { return .element(frame) }
             if self.finished { return .end }
-            switch try await self.bytes.next(before: deadline) {
+            switch try self.bytes.nextIfReady() {
             case .element(let read): self.append(read)
             case .end: self.append(nil)
             case .deadlinePassed: return .deadlinePassed

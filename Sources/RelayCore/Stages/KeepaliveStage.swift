@@ -324,7 +324,7 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
         )
     }
 
-    struct Iterator: AsyncIteratorProtocol {
+    struct Iterator: ReadyIterator {
         var upstream: EventStream.Iterator
         var machine: KeepaliveStateMachine<ContinuousClock.Instant>
         var heartbeat: KeepaliveHeartbeat
@@ -358,6 +358,35 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
                         case .deadlinePassed:
                             continue
                         }
+                    }
+                }
+            } catch {
+                self.finished = true
+                throw error
+            }
+        }
+
+        var canBeReady: Bool { self.upstream.canBeReady }
+
+        /// What ``next()`` would return with nothing to wait for: a heartbeat that is due,
+        /// or the next upstream event that goes on if the upstream has it ready.
+        mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+            guard !self.finished else { return .end }
+            do {
+                while true {
+                    if case .sendHeartbeat = self.machine.timerCheck(at: .now) {
+                        self.record.update { $0.heartbeatsSent += 1 }
+                        return .element(self.heartbeat.event())
+                    }
+                    switch try self.upstream.nextIfReady() {
+                    case .element(let event):
+                        let forwarded = keepaliveForwards(event, at: .now, machine: &self.machine, heartbeat: &self.heartbeat, record: self.record)
+                        if forwarded { return .element(event) }
+                    case .end:
+                        self.finished = true
+                        return .end
+                    case .deadlinePassed:
+                        return .deadlinePassed
                     }
                 }
             } catch {

@@ -82,6 +82,16 @@ struct UsageEventSequence: AsyncSequence, Sendable {
             }
         }
 
+        var canBeReady: Bool { self.base.canBeReady }
+
+        mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+            while true {
+                let next = try self.base.nextIfReady()
+                guard case .element(let event) = next else { return next }
+                if self.passes(event) { return next }
+            }
+        }
+
         /// Records what `event` says; false if the client should not see it. Kept out of
         /// `next` so that its values do not widen the async frame that every stream holds
         /// for as long as it lasts.

@@ -476,13 +476,14 @@ struct ChatExchange {
 
 /// Pulls events and writes them to the client until the stream ends; run in a task of its
 /// own, so that the drain and the write-stall watch can cancel it.
-final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable where Iterator.Element == StreamEvent {
+final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iterator.Element == StreamEvent {
     /// Pulled by ``run(upstream:)`` alone (see ``IteratorBox`` for why unchecked).
     @exclusivity(unchecked) private var iterator: Iterator
     let writer: StreamBodyWriter
     private let note: @Sendable (StreamEvent) -> Void
 
-    /// Events relayed between two yields of the thread (see ``run(upstream:)``).
+    /// Events relayed between two yields of the thread (see ``run(upstream:)``); also the
+    /// most one batch holds.
     static var eventsPerYield: Int { 16 }
 
     init(iterator: Iterator, writer: StreamBodyWriter, note: @escaping @Sendable (StreamEvent) -> Void) {
@@ -492,32 +493,59 @@ final class StreamRelay<Iterator: AsyncIteratorProtocol>: @unchecked Sendable wh
     }
 
     /// Upstream failures come back as `.failed`; a client that is gone throws.
+    ///
+    /// Each round waits for one event (`next`), then takes the events the layers beneath
+    /// have ready behind it (`nextIfReady`, no async call each) and writes them together.
     func run(upstream: String) async throws -> StreamRelayOutcome {
+        let takesReady = self.iterator.canBeReady
+        var batch: [ByteBuffer] = []
+        batch.reserveCapacity(Self.eventsPerYield)
         var sinceYield = 0
         while true {
-            let next: StreamEvent?
+            var outcome: StreamRelayOutcome?
             do {
-                next = try await self.iterator.next()
+                guard let event = try await self.iterator.next() else { return .finished }
+                self.note(event)
+                batch.append(event.bytes)
+                if takesReady { outcome = try self.takeReady(into: &batch) }
             } catch {
                 if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                return .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
+                outcome = .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
             }
-            guard let event = next else { return .finished }
-            self.note(event)
-            try await self.writer.write(event.bytes)
+            // What was taken goes out before the outcome: a failure ends the stream after it.
+            try await self.writer.write(contentsOf: batch)
+            sinceYield += batch.count
+            batch.removeAll(keepingCapacity: true)
+            if let outcome { return outcome }
             // When the upstream always has the next event ready and the client's socket always
             // has room, neither call above suspends, and this loop would keep its thread of
             // Swift's cooperative pool (one per core) for the whole stream: a few such streams
             // starved every other request, and the drain signal, until they ended. Yielding
             // now and then lets them run; checking cancellation ends the loop when the drain
             // cancels it.
-            sinceYield += 1
-            if sinceYield == Self.eventsPerYield {
+            if sinceYield >= Self.eventsPerYield {
                 sinceYield = 0
                 await Task.yield()
                 try Task.checkCancellation()
             }
         }
+    }
+
+    /// Takes ready events into `batch` until it is full or none is ready; `.finished` if
+    /// the stream ended.
+    private func takeReady(into batch: inout [ByteBuffer]) throws -> StreamRelayOutcome? {
+        while batch.count < Self.eventsPerYield {
+            switch try self.iterator.nextIfReady() {
+            case .element(let event):
+                self.note(event)
+                batch.append(event.bytes)
+            case .end:
+                return .finished
+            case .deadlinePassed:
+                return nil
+            }
+        }
+        return nil
     }
 }
 

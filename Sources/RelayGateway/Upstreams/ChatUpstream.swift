@@ -150,10 +150,24 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
     }
 }
 
-extension UpstreamEventSequence.AsyncIterator: DeadlineIterator where Body.AsyncIterator: DeadlineIterator {
+extension UpstreamEventSequence.AsyncIterator: ReadyIterator, DeadlineIterator where Body.AsyncIterator: DeadlineIterator {
     nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
         do {
             switch try await self.frames.next(before: deadline) {
+            case .element(let frame): return .element(try self.event(from: frame))
+            case .end: return .end
+            case .deadlinePassed: return .deadlinePassed
+            }
+        } catch {
+            throw self.relayError(error)
+        }
+    }
+
+    var canBeReady: Bool { self.frames.canBeReady }
+
+    mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+        do {
+            switch try self.frames.nextIfReady() {
             case .element(let frame): return .element(try self.event(from: frame))
             case .end: return .end
             case .deadlinePassed: return .deadlinePassed

@@ -226,6 +226,13 @@ final class HeldThenRest: AsyncSequence, @unchecked Sendable {
             if let event = self.source.held.popFirst() { return .element(event) }
             return try await self.source.rest.next(before: deadline)
         }
+
+        var canBeReady: Bool { self.source.rest.canBeReady }
+
+        mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
+            if let event = self.source.held.popFirst() { return .element(event) }
+            return try self.source.rest.nextIfReady()
+        }
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: self) }

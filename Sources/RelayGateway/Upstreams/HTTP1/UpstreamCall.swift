@@ -322,9 +322,8 @@ final class UpstreamCall: @unchecked Sendable {
     /// The next body part, `.end`, or `.deadlinePassed` when `deadline` comes first.
     /// Cancelling the calling task ends the call (and closes its connection).
     nonisolated(nonsending) func nextBodyPart(before deadline: ContinuousClock.Instant?) async throws -> NextBeforeDeadline<ByteBuffer> {
-        let (ready, resumeReading) = self.body.withLock { $0.takeReady() }
-        if resumeReading { self.onLoop { $0.readingResumed() } }
-        if let ready { return try ready.get() }
+        let ready = try self.nextBodyPartIfReady()
+        guard case .deadlinePassed = ready else { return ready }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { reader in
                 self.wait(reader, until: deadline)
@@ -338,6 +337,13 @@ final class UpstreamCall: @unchecked Sendable {
     private func readingResumed() {
         self.lastActivity = .now()
         self.connection?.resumeReading()
+    }
+
+    /// The next body part or the end if either is here already; `.deadlinePassed` if not.
+    func nextBodyPartIfReady() throws -> NextBeforeDeadline<ByteBuffer> {
+        let (ready, resumeReading) = self.body.withLock { $0.takeReady() }
+        if resumeReading { self.onLoop { $0.readingResumed() } }
+        return try ready?.get() ?? .deadlinePassed
     }
 
     private func wait(_ reader: WaitingReader, until deadline: ContinuousClock.Instant?) {
@@ -418,6 +424,12 @@ struct UpstreamBody: AsyncSequence, Sendable {
         nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<ByteBuffer> {
             try await self.reader.call.nextBodyPart(before: deadline)
         }
+
+        mutating func nextIfReady() throws -> NextBeforeDeadline<ByteBuffer> {
+            try self.reader.call.nextBodyPartIfReady()
+        }
+
+        var canBeReady: Bool { true }
     }
 
     func makeAsyncIterator() -> AsyncIterator {
