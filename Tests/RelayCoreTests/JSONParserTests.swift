@@ -11,6 +11,48 @@ struct JSONParserTests {
     static func parse(_ text: String) throws -> JSONValue { try JSONValue(parsing: Array(text.utf8)) }
     static func reference(_ text: String) throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) }
 
+    @Test("A plain run ends where a byte-at-a-time scan ends: at the first quote, backslash or control character, at every offset and alignment")
+    func plainRun() {
+        /// The byte-at-a-time reference.
+        func reference(_ bytes: [UInt8], from start: Int) -> (end: Int, ascii: Bool) {
+            var index = start
+            var ascii = true
+            while index < bytes.count, bytes[index] != UInt8(ascii: "\""), bytes[index] != UInt8(ascii: "\\"), bytes[index] >= 0x20 {
+                if bytes[index] >= 0x80 { ascii = false }
+                index += 1
+            }
+            return (index, ascii)
+        }
+        let stops: [UInt8] = [UInt8(ascii: "\""), UInt8(ascii: "\\")] + Array(0..<0x20)
+        // Bytes next to the stops' values, where a carry or borrow would show.
+        let fillers: [UInt8] = [UInt8(ascii: "a"), 0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7F, 0x80, 0xA2, 0xDC, 0xFF]
+        var checked = 0
+        for length in 0...20 {
+            for filler in fillers {
+                for stopAt in [nil] + Array(0..<length).map(Optional.some) {
+                    for stop in stopAt == nil ? [UInt8(0)] : stops {
+                        var bytes = [UInt8](repeating: filler, count: length)
+                        if let stopAt {
+                            bytes[stopAt] = stop
+                            // A second stop after the first must not move the end.
+                            if stopAt + 2 < length { bytes[stopAt + 2] = UInt8(ascii: "\"") }
+                        }
+                        for start in 0...min(3, length) {
+                            let found = bytes.withUnsafeBufferPointer { JSONParser($0).plainRun(from: start) }
+                            let expected = reference(bytes, from: start)
+                            if found.end != expected.end || found.ascii != expected.ascii {
+                                Issue.record("\(bytes) from \(start): \(found), expected \(expected)")
+                                return
+                            }
+                            checked += 1
+                        }
+                    }
+                }
+            }
+        }
+        #expect(checked > 50_000)
+    }
+
     @Test("Values of every kind, as JSONDecoder reads them", arguments: [
         #"{"a":1,"b":[true,false,null],"c":{"d":"e"},"f":-0.5,"g":1e3,"h":"","i":[],"j":{}}"#,
         #"  [ 1 , 2.25 , -3 , 0 , 1E-2 , 12345678901234567 , 9007199254740993 , 0.1 ]  "#,

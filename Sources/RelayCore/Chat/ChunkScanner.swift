@@ -233,8 +233,9 @@ extension JSONParser {
     private mutating func skipString() throws(Failure) -> Bool {
         self.index += 1  // "
         let start = self.index
-        while self.index < self.bytes.count {
-            let byte = self.bytes[self.index]
+        while true {
+            self.index = self.plainRun(from: self.index).end
+            guard let byte = self.current else { break }
             if byte == UInt8(ascii: "\"") {
                 self.index += 1
                 return self.index - 1 == start
@@ -243,8 +244,7 @@ extension JSONParser {
                 self.index += 2
                 continue
             }
-            if byte < 0x20 { throw self.failure("control character in a string") }
-            self.index += 1
+            throw self.failure("control character in a string")
         }
         throw self.failure("unterminated string")
     }
