@@ -39,10 +39,35 @@ extension Logger.Metadata {
             add("error.message", "\(error)")
             add("error.type", "\(String(reflecting: type(of: error)))")
         }
-        var order = Array(keys.indices)
-        order.sort { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
-        for (position, index) in order.enumerated() where position == order.count - 1 || keys[order[position + 1]] != keys[index] {
-            body(keys[index], values[index])
+        // Positions sorted by key, then by position. ASCII keys that differ in their first
+        // eight bytes are ordered by those bytes as a number (the same order as the strings');
+        // comparing twenty-odd keys as strings, over a hundred times a line, was a fifth of
+        // what writing the line cost.
+        var order = keys.indices.map { (prefix: Self.sortPrefix(keys[$0]), index: $0) }
+        order.sort { a, b in
+            if let x = a.prefix, let y = b.prefix, x != y { return x < y }
+            if keys[a.index] != keys[b.index] { return keys[a.index] < keys[b.index] }
+            return a.index < b.index
+        }
+        for (position, entry) in order.enumerated() where position == order.count - 1 || keys[order[position + 1].index] != keys[entry.index] {
+            body(keys[entry.index], values[entry.index])
+        }
+    }
+
+    /// The first eight bytes of an ASCII `key`, big-endian, zero-padded: numbers that order
+    /// as the keys do wherever they differ in those bytes. Nil for a key with any other
+    /// character, which String compares after normalising (a combining mark can change
+    /// how an earlier letter sorts).
+    static func sortPrefix(_ key: String) -> UInt64? {
+        var key = key
+        return key.withUTF8 { bytes -> UInt64? in
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { return nil }
+            var prefix: UInt64 = 0
+            for position in 0..<8 {
+                prefix <<= 8
+                if position < bytes.count { prefix |= UInt64(bytes[position]) }
+            }
+            return prefix
         }
     }
 }

@@ -53,9 +53,10 @@ public struct StandardErrorLogHandler: LogHandler {
         }
         add(":")
         Logger.Metadata.forEachMerged(self.metadata, provider: self.metadataProvider, event: event) { key, value in
-            add(" ")
+            // Separators as bytes: an append of a one-character string cost as much as a key's.
+            line.append(UInt8(ascii: " "))
             add(key)
-            add("=")
+            line.append(UInt8(ascii: "="))
             add(value.description)
         }
         add(" [")

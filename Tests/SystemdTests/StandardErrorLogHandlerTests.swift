@@ -58,6 +58,16 @@ struct StandardErrorLogHandlerTests {
         #expect(written.hasSuffix(" info gateway: \(expected.joined(separator: " ")) [SystemdTests] done\n"), "\(written)")
     }
 
+    @Test("Keys with other characters in string order, after normalising: a combining mark sorts with its letter, and the two spellings of a key are one key")
+    func nonASCIIKeyOrder() throws {
+        let written = try self.line { logger in
+            for key in ["abcf", "abce\u{301}", "abcd", "cafe\u{301}", "zeta"] { logger[metadataKey: key] = "1" }
+            logger.info("done", metadata: ["caf\u{E9}": "2"])
+        }
+        // "abcé" sorts after "abcf" though its first byte that differs, "e", is before "f".
+        #expect(written.hasSuffix(" info gateway: abcd=1 abcf=1 abce\u{301}=1 caf\u{E9}=2 zeta=1 [SystemdTests] done\n"), "\(written)")
+    }
+
     @Test("No metadata, and levels below the logger's are not written")
     func levels() throws {
         let written = try self.line { logger in
