@@ -36,7 +36,7 @@ public protocol DeadlineIterator: ReadyIterator {
 ///
 /// An upstream read holds several events more often than not, and each went through every
 /// layer's async `next`: a task frame allocated and freed per layer, an executor check and
-/// the retains of each call, about a quarter of a relayed event's instructions. The relay
+/// the retains of each call, about a fifth of a relayed event's instructions. The relay
 /// takes what is ready through this instead, synchronously, and calls `next` only when
 /// nothing is. A layer that cannot tell (it would have to wait, or it has no fast path)
 /// answers `.deadlinePassed`, and the relay falls back to `next`: the answer is the same
