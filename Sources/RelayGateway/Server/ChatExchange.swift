@@ -506,19 +506,25 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
         var sinceYield = 0
         while true {
             var outcome: StreamRelayOutcome?
+            var cancelled = false
             do {
                 guard let event = try await self.iterator.next() else { return .finished }
                 self.note(event)
                 batch.append(event.bytes)
                 if takesReady { outcome = try self.takeReady(into: &batch) }
             } catch {
-                if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                outcome = .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
+                if error is CancellationError || Task.isCancelled {
+                    cancelled = true
+                } else {
+                    outcome = .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
+                }
             }
-            // What was taken goes out before the outcome: a failure ends the stream after it.
+            // What was taken (and counted as sent) goes out before the outcome: a failure or
+            // the drain's error event ends the stream after it.
             try await self.writer.write(contentsOf: batch)
             sinceYield += batch.count
             batch.removeAll(keepingCapacity: true)
+            if cancelled { throw CancellationError() }
             if let outcome { return outcome }
             // When the upstream always has the next event ready and the client's socket always
             // has room, neither call above suspends, and this loop would keep its thread of
