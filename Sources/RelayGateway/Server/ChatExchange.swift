@@ -505,27 +505,29 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
         var batch: [ByteBuffer] = []
         var sinceYield = 0
         while true {
-            var outcome: StreamRelayOutcome?
-            var cancelled = false
+            // Held across the write, in the frame the relay task keeps for the whole stream:
+            // an error's one reference, not a RelayError (a larger frame cost every held
+            // stream another slab, about 1 KB).
+            var end = RoundEnd.more
             do {
                 guard let event = try await self.iterator.next() else { return .finished }
                 self.note(event)
                 batch.append(event.bytes)
-                if takesReady { outcome = try self.takeReady(into: &batch) }
+                if takesReady, try self.takeReady(into: &batch) { end = .finished }
             } catch {
-                if error is CancellationError || Task.isCancelled {
-                    cancelled = true
-                } else {
-                    outcome = .failed((error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream))
-                }
+                end = error is CancellationError || Task.isCancelled ? .cancelled : .failed(error)
             }
-            // What was taken (and counted as sent) goes out before the outcome: a failure or
-            // the drain's error event ends the stream after it.
+            // What was taken (and counted as sent) goes out before the end: a failure or the
+            // drain's error event ends the stream after it.
             try await self.writer.write(contentsOf: batch)
             sinceYield += batch.count
             batch.removeAll(keepingCapacity: true)
-            if cancelled { throw CancellationError() }
-            if let outcome { return outcome }
+            switch end {
+            case .more: break
+            case .finished: return .finished
+            case .cancelled: throw CancellationError()
+            case .failed(let error): return .failed(Self.relayError(error, upstream: upstream))
+            }
             // When the upstream always has the next event ready and the client's socket always
             // has room, neither call above suspends, and this loop would keep its thread of
             // Swift's cooperative pool (one per core) for the whole stream: a few such streams
@@ -540,9 +542,22 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
         }
     }
 
+    /// How one round of ``run(upstream:)`` ended.
+    private enum RoundEnd {
+        case more
+        case finished
+        case cancelled
+        case failed(any Error)
+    }
+
+    @inline(never)
+    private static func relayError(_ error: any Error, upstream: String) -> RelayError {
+        (error as? RelayError) ?? OpenAICompatibleUpstream.relayError(for: error, upstream: upstream)
+    }
+
     /// Takes ready events into `batch` until it is full (``eventsPerYield`` events or
-    /// ``batchBytes`` bytes) or none is ready; `.finished` if the stream ended.
-    private func takeReady(into batch: inout [ByteBuffer]) throws -> StreamRelayOutcome? {
+    /// ``batchBytes`` bytes) or none is ready; true if the stream ended.
+    private func takeReady(into batch: inout [ByteBuffer]) throws -> Bool {
         var bytes = batch.first?.readableBytes ?? 0
         while batch.count < Self.eventsPerYield, bytes < Self.batchBytes {
             switch try self.iterator.nextIfReady() {
@@ -551,12 +566,12 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
                 bytes += event.bytes.readableBytes
                 batch.append(event.bytes)
             case .end:
-                return .finished
+                return true
             case .deadlinePassed:
-                return nil
+                return false
             }
         }
-        return nil
+        return false
     }
 }
 
