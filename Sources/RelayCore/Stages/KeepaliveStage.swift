@@ -374,13 +374,15 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
             guard !self.finished else { return .end }
             do {
                 while true {
-                    if case .sendHeartbeat = self.machine.timerCheck(at: .now) {
+                    // One reading of the clock for both: nothing waits between them.
+                    let now = ContinuousClock.now
+                    if case .sendHeartbeat = self.machine.timerCheck(at: now) {
                         self.record.update { $0.heartbeatsSent += 1 }
                         return .element(self.heartbeat.event())
                     }
                     switch try self.upstream.nextIfReady() {
                     case .element(let event):
-                        let forwarded = keepaliveForwards(event, at: .now, machine: &self.machine, heartbeat: &self.heartbeat, record: self.record)
+                        let forwarded = keepaliveForwards(event, at: now, machine: &self.machine, heartbeat: &self.heartbeat, record: self.record)
                         if forwarded { return .element(event) }
                     case .end:
                         self.finished = true
