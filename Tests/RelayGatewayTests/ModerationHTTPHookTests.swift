@@ -75,18 +75,21 @@ struct ModerationHTTPHookTests {
         let service = try await ModerationService.start()
         defer { Task { await service.stop() } }
         let hook = try Self.hook(["url": .string(service.address + "/v1/moderations")])
+        // A timeout far beyond what a dropped connection or a 500 takes: with the default
+        // 5 s, a CI run under the parallel suite's load saw the drop reported as "timeout".
+        let patient = Duration.seconds(30)
         for text in ["Then a crash. ", "Then broken. "] {
             let record = RequestRecord(UsageRecord(requestID: "r", requestedModel: "m", upstream: "u", stream: true, caller: nil))
-            let open = try await ModerationCommandHookTests.stream(Self.stage(hook, failClosed: false), ["One. ", text, "Two."], record: record)
+            let open = try await ModerationCommandHookTests.stream(Self.stage(hook, timeout: patient, failClosed: false), ["One. ", text, "Two."], record: record)
             #expect(open.content == "One. \(text)Two.")
             #expect(record.snapshot.moderation.map(\.failure) == ["unreachable"])
-            let closed = try await ModerationCommandHookTests.stream(Self.stage(hook, failClosed: true), ["One. ", text, "Two."])
+            let closed = try await ModerationCommandHookTests.stream(Self.stage(hook, timeout: patient, failClosed: true), ["One. ", text, "Two."])
             #expect(closed.content == "One. ")
             #expect(closed.finish == ["content_filter"])
         }
         // Nothing listens on this port any more.
         await service.stop()
-        let gone = try await ModerationCommandHookTests.stream(Self.stage(hook, failClosed: true), ["Anyone there?"])
+        let gone = try await ModerationCommandHookTests.stream(Self.stage(hook, timeout: patient, failClosed: true), ["Anyone there?"])
         #expect(gone.finish == ["content_filter"])
     }
 
