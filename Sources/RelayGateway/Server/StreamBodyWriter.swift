@@ -19,8 +19,9 @@ import Synchronization
 /// to say when the kernel has taken them (one in ``confirmEvery`` bytes, and every one
 /// made over the budget): NIO completes writes in order, so one answer confirms every
 /// flush before it, and a promise on every flush cost more than the rest of the flush
-/// (NIO's chunked encoder makes four more futures for each). A failed confirmed write or
-/// a closed connection (the client has gone) fails every later ``write(_:)``.
+/// (for each, NIO's chunked encoder makes three more promises and the futures that join
+/// them). A failed confirmed write or a closed connection (the client has gone) fails
+/// every later ``write(_:)``.
 ///
 /// The response head goes through Hummingbird's writer before the first event, and its
 /// `finish` writes the end after the last: both through the same event loop, in order.
