@@ -124,10 +124,15 @@ struct RetryEndToEndTests {
         let gateway = try await GatewayProcess.start(config: Self.config(loopbackPort: upstream.port, closedPort: try closedLoopbackPort(), ledger: ledger))
         let socket = gateway.socketPath
         let request = RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "loop-429", stream: true))
-        // Send, wait for the first attempt to be answered with 429 (Retry-After: 1), hang up.
-        let reader = Task { try await onOwnThread { try RawUnixClient.readUntil("never arrives", socketPath: socket, request: request, timeoutSeconds: 0.4) } }
+        // Send, wait for the first attempt to reach the upstream (which answers 429 with
+        // Retry-After: 1 at once), hang up. (A reader that hung up after a fixed 0.4 s failed
+        // once in eight loaded suite runs with three attempts and a client still there: on a
+        // busy machine the hang-up is not bound to come before the retries end.)
+        let client = try RawUnixClient.connect(socket)
+        let bytes = Array(request.utf8)
+        #expect(write(client, bytes, bytes.count) == bytes.count)
         #expect(await upstream.waitFor("request:loop-429"))
-        _ = try await reader.value
+        close(client)
         // The request's record is written when its task ends; the ledger line is that event.
         let line = try await onOwnThread {
             for _ in 0..<300 {

@@ -43,10 +43,17 @@ final class GatewayProcess: @unchecked Sendable {
         try process.run()
         let gateway = GatewayProcess(directory: directory, socketPath: socketPath, logPath: logPath, process: process, notify: notify)
         guard awaitReady else { return gateway }
-        let ready = try await onOwnThread { try notify.waitFor("READY=1", timeout: 60) }
+        // A daemon that exits (a bad config, a crash) fails at once. The wait is well inside
+        // the suites' one-minute limits: a limit that runs out first cancels the test, and an
+        // error thrown after that (with the log and stacks below) is not shown.
+        let ready = try await onOwnThread { try notify.waitFor("READY=1", timeout: 30, unless: { !process.isRunning }) }
         guard ready else {
+            let state = process.isRunning ? "still running" : "exited with status \(process.terminationStatus)"
+            let stacks = process.isRunning ? await threadStacks(of: process.processIdentifier) : "(not running)"
             process.terminate()
-            throw GatewayProcessError("chatrelayd did not become ready:\n" + gateway.log)
+            throw GatewayProcessError(
+                "chatrelayd did not send READY=1 within 30 s (\(state); notifications received: \(notify.received))\n--- stacks ---\n\(stacks)\n--- log ---\n\(gateway.log)"
+            )
         }
         return gateway
     }
@@ -92,8 +99,9 @@ final class GatewayProcess: @unchecked Sendable {
 
     /// SIGTERM, then waits for the exit status, but not for ever: a daemon still running
     /// after `patience` fails the test with its threads' stacks and its log, then is killed.
+    /// The default stays inside the suites' one-minute limits (see ``start``).
     @discardableResult
-    func stop(patience: Duration = .seconds(60)) async throws -> Int32 {
+    func stop(patience: Duration = .seconds(30)) async throws -> Int32 {
         if self.process.isRunning { kill(self.process.processIdentifier, SIGTERM) }
         let process = self.process
         let exited = await withDeadline(patience) {
@@ -191,8 +199,9 @@ final class DatagramListener: @unchecked Sendable {
     }
 
     /// Blocks (use from a thread of its own) until a datagram not looked at before contains
-    /// the line `line`; false after `timeout` seconds.
-    func waitFor(_ line: String, timeout seconds: Int32) throws -> Bool {
+    /// the line `line`; false after `timeout` seconds, or as soon as `unless` (looked at every
+    /// 100 ms) is true.
+    func waitFor(_ line: String, timeout seconds: Int32, unless givingUp: () -> Bool = { false }) throws -> Bool {
         let deadline = Date().addingTimeInterval(TimeInterval(seconds))
         return self.condition.withLock {
             while true {
@@ -201,8 +210,8 @@ final class DatagramListener: @unchecked Sendable {
                     self.consumed += 1
                     if datagram.split(separator: "\n").contains(where: { $0 == line }) { return true }
                 }
-                if Date() >= deadline { return false }
-                _ = self.condition.wait(until: deadline)
+                if Date() >= deadline || givingUp() { return false }
+                _ = self.condition.wait(until: min(deadline, Date().addingTimeInterval(0.1)))
             }
         }
     }
