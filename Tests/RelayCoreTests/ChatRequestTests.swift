@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import NIOCore
 import Testing
@@ -111,6 +112,35 @@ struct ChatRequestTests {
         #expect(body["max_tokens"] == nil)
         #expect(body["user"] == "u-1")
         #expect(!request.clientRequestedStreamUsage)
+    }
+
+    @Test("set(_:to:) edits the body in place: the value replaced, or the member added before the brace; every other byte as the client wrote it")
+    func setEditsInPlace() throws {
+        // Spacing, key order and number spellings no writer would reproduce.
+        let text = "{ \"model\" : \"m\",\n  \"messages\": [ {\"role\":\"user\", \"content\":\"hi\"} ], \"temperature\": 1.50, \"n\": 1e0 }\n"
+        var request = try self.parse(text)
+        request.setUpstreamModel("grok-4")
+        #expect(String(buffer: request.body) == text.replacingOccurrences(of: "\"m\"", with: "\"grok-4\""))
+        request.set("stream_options", to: ["include_usage": true])
+        let expected = text.replacingOccurrences(of: "\"m\"", with: "\"grok-4\"")
+            .replacingOccurrences(of: "1e0 }", with: "1e0 ,\"stream_options\":{\"include_usage\":true}}")
+        #expect(String(buffer: request.body) == expected)
+        #expect(try self.json(request.body) == .object(request.json), "the bytes and the tree agree")
+        #expect(request.clientRequestedStreamUsage)
+    }
+
+    @Test("set(_:to:) on a body that names the member twice, or to remove one, writes the tree: one member, the new value", arguments: [
+        #"{"model":"a","messages":[{"role":"user","content":"hi"}],"model":"b"}"#,
+        #"{"mod\u0065l":"a","messages":[{"role":"user","content":"hi"}],"model":"b"}"#,
+    ])
+    func setWithRepeatedName(text: String) throws {
+        var request = try self.parse(text)
+        #expect(request.json["model"] == "b", "the last one counts")
+        request.setUpstreamModel("c")
+        #expect(try self.json(request.body) == .object(request.json))
+        #expect(String(buffer: request.body).components(separatedBy: #""model""#).count == 2, "one model member: \(String(buffer: request.body))")
+        request.set("model", to: nil)
+        #expect(try self.json(request.body).objectValue?["model"] == nil)
     }
 
     @Test("RelayError.jsonBody is {error:{message,type,code}}")
