@@ -102,6 +102,9 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         var frames: SSEFrameSequence<Body>.AsyncIterator
         let commentsOnlyTimeout: CommentsOnlyTimeout?
         let deadline: UpstreamDeadline?
+        /// `deadline`'s instant, kept apart: reading it through the optional struct copied
+        /// and released the whole deadline (its upstream's name) on every event.
+        let deadlineInstant: ContinuousClock.Instant?
         /// When the stream started or last sent something other than a comment block.
         var lastMeaningful = ContinuousClock.now
         /// The `id` and `model` of the chunk before.
@@ -120,8 +123,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         /// The event for `frame`, or the total or comments-only timeout.
         mutating func event(from frame: SSEFrame) throws -> StreamEvent {
             let now = ContinuousClock.now
-            // The instant alone: binding the whole deadline copied its error on every event.
-            if let instant = self.deadline?.instant, now > instant { throw self.deadline!.error }
+            if let instant = self.deadlineInstant, now > instant { throw self.deadline!.error }
             if !frame.isCommentOnly {
                 self.lastMeaningful = now
             } else if let timeout = self.commentsOnlyTimeout, now - self.lastMeaningful > timeout.limit {
@@ -145,6 +147,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
             frames: SSEFrameSequence(self.body, maximumEventSize: self.maximumEventSize).makeAsyncIterator(),
             commentsOnlyTimeout: self.commentsOnlyTimeout,
             deadline: self.deadline,
+            deadlineInstant: self.deadline?.instant,
             mapError: self.mapError
         )
     }
