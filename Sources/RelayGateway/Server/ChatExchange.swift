@@ -50,7 +50,12 @@ struct ChatExchange {
     private func begin(caller: CallerIdentity?) -> (RequestRecord, RequestLog) {
         let requestID = Self.makeRequestID()
         let log = RequestLog(self.gateway.logger)
-        log.logger[metadataKey: "request_id"] = .string(requestID)
+        // Room first for the dozen fields a request adds (id, caller, rule, model,
+        // upstream): one at a time, the handler's dictionary grew and rehashed five times.
+        var metadata = log.logger.handler.metadata
+        metadata.reserveCapacity(metadata.count + 16)
+        metadata["request_id"] = .string(requestID)
+        log.logger.handler.metadata = metadata
         if let caller { log.logger.annotate(caller: caller) }
         let record = RequestRecord(UsageRecord(requestID: requestID, requestedModel: "", upstream: "", stream: false, caller: caller))
         self.gateway.statistics.requestsTotal.add(1, ordering: .relaxed)
