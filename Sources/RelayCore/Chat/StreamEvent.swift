@@ -48,26 +48,38 @@ public struct StreamEvent: Sendable {
 
     /// Classifies a decoded upstream block of a stream whose chunks before it left
     /// `envelope` (see ``ChunkEnvelope``).
-    public init(upstream frame: SSEFrame, envelope: inout ChunkEnvelope) {
-        self.frame = frame
-        self.factsStorage = nil
-        guard let data = frame.data else {
-            self.kind = frame.isCommentOnly ? .comment : .other
-            return
-        }
-        let scanned = data.withUnsafeReadableBytes { raw -> ChunkScanner.Result? in
-            let bytes = raw.assumingMemoryBound(to: UInt8.self)
-            guard bytes.first == UInt8(ascii: "{") else {
-                return raw.spells("[DONE]") ? ChunkScanner.Result(kind: .done) : nil
+    ///
+    /// Inlined into the upstream's event reader, with the frame consumed and moved in last:
+    /// called, the event was built, copied out and destroyed, and the frame copied on the
+    /// way in (callgrind: about 400 instructions an event).
+    @inline(__always)
+    public init(upstream frame: consuming SSEFrame, envelope: inout ChunkEnvelope) {
+        var kind: Kind
+        var storage: ChunkFactsStorage?
+        if let data = frame.data {
+            let scanned = data.withUnsafeReadableBytes { raw -> ChunkScanner.Result? in
+                let bytes = raw.assumingMemoryBound(to: UInt8.self)
+                guard bytes.first == UInt8(ascii: "{") else {
+                    return raw.spells("[DONE]") ? ChunkScanner.Result(kind: .done) : nil
+                }
+                return ChunkScanner.scan(bytes, envelope: &envelope)
             }
-            return ChunkScanner.scan(bytes, envelope: &envelope)
+            kind = .other
+            if var scanned {
+                kind = scanned.kind
+                // Taken, not read: the facts move into their box without a copy.
+                if let facts = scanned.facts.take() { storage = ChunkFactsStorage(facts) }
+            }
+        } else {
+            kind = frame.isCommentOnly ? .comment : .other
         }
-        guard let scanned else {
-            self.kind = .other
-            return
-        }
-        self.kind = scanned.kind
-        if let facts = scanned.facts { self.factsStorage = ChunkFactsStorage(facts) }
+        self.init(kind: kind, frame: frame, factsStorage: storage)
+    }
+
+    private init(kind: Kind, frame: consuming SSEFrame, factsStorage: ChunkFactsStorage?) {
+        self.kind = kind
+        self.frame = frame
+        self.factsStorage = factsStorage
     }
 
     /// The bytes to write to the client.

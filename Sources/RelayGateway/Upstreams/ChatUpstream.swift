@@ -121,7 +121,7 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         }
 
         /// The event for `frame`, or the total or comments-only timeout.
-        mutating func event(from frame: SSEFrame) throws -> StreamEvent {
+        mutating func event(from frame: consuming SSEFrame) throws -> StreamEvent {
             let now = ContinuousClock.now
             if let instant = self.deadlineInstant, now > instant { throw self.deadline!.error }
             if !frame.isCommentOnly {
