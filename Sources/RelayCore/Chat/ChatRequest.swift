@@ -65,37 +65,34 @@ public struct ChatRequest: Sendable {
     /// A removal, or a body that names the member twice, is written from the tree.
     public mutating func set(_ key: String, to value: JSONValue?) {
         self.json[key] = value
-        if let value, let edited = Self.body(self.body, setting: key, to: value) {
+        if let value, let edited = Self.edited(self.body, setting: key, to: value) {
             self.body = edited
         } else {
             self.body = ByteBuffer(string: JSONValue.object(self.json).serialized())
         }
     }
 
-    /// `body` (a valid JSON object) with the top-level member `key` set to `value`; nil
-    /// when `key` is there more than once.
-    static func body(_ body: ByteBuffer, setting key: String, to value: JSONValue) -> ByteBuffer? {
+    /// `body` (a valid JSON object) with the top-level member `key` set to `value`: the
+    /// value's bytes replaced, or `,"key":value` put before the closing brace. Nil when
+    /// `key` is there more than once.
+    private static func edited(_ body: ByteBuffer, setting key: String, to value: JSONValue) -> ByteBuffer? {
         let found = body.withUnsafeReadableBytes { raw in
             raw.withMemoryRebound(to: UInt8.self) { bytes in Self.topLevelMember(key, in: bytes) }
         }
         guard let (valueRange, closingBrace) = found else { return nil }
-        var serialized: [UInt8] = []
-        JSONWriter.write(value, into: &serialized)
-        let view = body.readableBytesView
-        var edited = ByteBufferAllocator().buffer(capacity: body.readableBytes + serialized.count + key.utf8.count + 8)
-        if let valueRange {
-            edited.writeBytes(view[view.startIndex..<(view.startIndex + valueRange.lowerBound)])
-            edited.writeBytes(serialized)
-            edited.writeBytes(view[(view.startIndex + valueRange.upperBound)...])
-        } else {
-            var member: [UInt8] = [UInt8(ascii: ",")]
-            JSONWriter.write(string: key, into: &member)
-            member.append(UInt8(ascii: ":"))
-            edited.writeBytes(view[view.startIndex..<(view.startIndex + closingBrace)])
-            edited.writeBytes(member)
-            edited.writeBytes(serialized)
-            edited.writeBytes(view[(view.startIndex + closingBrace)...])
+        var inserted: [UInt8] = []
+        if valueRange == nil {
+            inserted.append(UInt8(ascii: ","))
+            JSONWriter.write(string: key, into: &inserted)
+            inserted.append(UInt8(ascii: ":"))
         }
+        JSONWriter.write(value, into: &inserted)
+        let cut = valueRange ?? closingBrace..<closingBrace
+        let view = body.readableBytesView
+        var edited = ByteBufferAllocator().buffer(capacity: body.readableBytes + inserted.count)
+        edited.writeBytes(view[view.startIndex..<(view.startIndex + cut.lowerBound)])
+        edited.writeBytes(inserted)
+        edited.writeBytes(view[(view.startIndex + cut.upperBound)...])
         return edited
     }
 
