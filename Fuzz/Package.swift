@@ -80,5 +80,17 @@ let package = Package(
             ],
             swiftSettings: fuzzSettings
         ),
+        // An upstream's HTTP/1.1 responses: HTTP1ResponseParser, fed in reads split where
+        // the input's first byte says.
+        .executableTarget(
+            name: "FuzzUpstreamHTTP",
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayGateway", package: "chatrelayd"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzSettings
+        ),
     ]
 )

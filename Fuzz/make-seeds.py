@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_SEED = 256 * 1024  # keep in step with scripts/fuzz's -max_len for the YAML targets
 MAX_HTTP_SEED = 64 * 1024  # scripts/fuzz's -max_len for http
 MAX_HTTP_CORPUS_SEEDS = 400  # request bodies from the recorded corpus, wrapped in heads
-TARGETS = ("sse", "json", "chat-request", "config", "cassette", "http")  # as in scripts/fuzz
+TARGETS = ("sse", "json", "chat-request", "config", "cassette", "http", "upstream-http")  # as in scripts/fuzz
 
 
 def write(out, target, data):
@@ -138,11 +138,43 @@ def http_seeds(out, request_bodies):
             write(out, "http", post_chunked(body) + health.encode())
 
 
+def upstream_response(body, chunked=True, extra_headers=""):
+    """An upstream's HTTP/1.1 response carrying `body`: chunked a block (SSE event) a
+    chunk, as providers send streams, or with Content-Length."""
+    body = body.encode() if isinstance(body, str) else body
+    head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + extra_headers
+    if not chunked:
+        return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    out = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+    for block in re.split(rb"(?<=\n\n)", body):
+        if block:
+            out += b"%x\r\n" % len(block) + block + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def upstream_http_seeds(out, sse_bodies):
+    """Seeds for FuzzUpstreamHTTP: byte 0 seeds the read splits, the rest is what an
+    upstream sends on one connection."""
+    fixed = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\ndata: to the close\n\n",
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5;ext=1\nhello\n0\nTrailer: x\n\n",
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+    ]
+    for seed in fixed:
+        write(out, "upstream-http", bytes([len(seed) % 256]) + seed)
+    for index, body in enumerate(sse_bodies[:200]):
+        response = upstream_response(body[:8000], chunked=index % 5 != 0)
+        write(out, "upstream-http", bytes([index % 256]) + response)
+
+
 def main():
     out = sys.argv[1]
     corpus = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(ROOT), "shared/corpus")
     json_seen = 0
     request_bodies = []
+    sse_bodies = []
     for path in cassette_files(corpus):
         text = open(path, encoding="utf-8").read()
         write(out, "cassette", text)
@@ -157,6 +189,7 @@ def main():
             if "data:" in response:
                 # Byte 0 seeds the read splits, byte 1 the small size limit (see FuzzSSE).
                 write(out, "sse", bytes([len(response) % 256, 200]) + response.encode())
+                sse_bodies.append(response)
                 for line in response.splitlines():
                     if line.startswith("data: {") and json_seen < 3000:
                         write(out, "json", line[6:])
@@ -164,6 +197,7 @@ def main():
             elif response:
                 write(out, "json", response)
     http_seeds(out, request_bodies)
+    upstream_http_seeds(out, sse_bodies)
     # Configs: the shipped ones and the YAML the tests feed the loader.
     for name in ("etc/chatrelayd.yaml", "etc/chatrelayd.local.yaml"):
         write(out, "config", open(os.path.join(ROOT, name), encoding="utf-8").read())

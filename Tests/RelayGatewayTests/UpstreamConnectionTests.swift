@@ -149,13 +149,11 @@ struct UpstreamConnectionTests {
     }
 
     static func makeCall(_ pools: UpstreamConnectionPools, headTimeout: Duration = .seconds(10)) -> (call: UpstreamCall, body: UpstreamBody) {
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/chat/completions")
-        head.headers.add(name: "Host", value: "localhost")
-        head.headers.add(name: "Content-Length", value: "2")
+        let head = try! HTTP1RequestHead(method: .POST, uri: "/v1/chat/completions", headers: ["Host": "localhost"])
         return UpstreamCall.make(
             pool: pools.next(),
             upstream: "test",
-            head: head,
+            head: head.bytes(accept: "application/json", contentLength: 2),
             body: ByteBuffer(string: "{}"),
             timeouts: .init(
                 head: headTimeout,

@@ -15,7 +15,9 @@ public import RelayCore
 /// this read. Cancelling the calling task cancels the HTTP request.
 public struct OpenAICompatibleUpstream: ChatUpstream {
     public let name: String
-    private let headers: HTTPHeaders
+    /// The request head but for `Accept` and `Content-Length`; nil when the upstream cannot
+    /// be used (see `unusableReason`).
+    private let requestHead: HTTP1RequestHead?
     /// Where requests go; nil when the upstream cannot be used (see `unusableReason`).
     private let target: HTTP1Target?
     private let totalTimeout: Duration
@@ -58,8 +60,19 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
             self.target = nil
             unusableReason = unusableReason ?? error.description
         }
+        // Each request sets these.
+        headers.remove(name: "Accept")
+        headers.remove(name: "Content-Length")
+        var requestHead: HTTP1RequestHead?
+        if let target = self.target {
+            do {
+                requestHead = try HTTP1RequestHead(method: .POST, uri: target.requestURI, headers: headers)
+            } catch {
+                unusableReason = unusableReason ?? error.description
+            }
+        }
+        self.requestHead = requestHead
         self.unusableReason = unusableReason
-        self.headers = headers
         let (head, total, idle) = (settings.headTimeout.duration, settings.totalTimeout.duration, settings.idleTimeout.duration)
         self.totalTimeout = total
         self.idleTimeout = idle
@@ -88,10 +101,13 @@ public struct OpenAICompatibleUpstream: ChatUpstream {
         let mapError: @Sendable (any Error) -> RelayError = { Self.relayError(for: $0, upstream: upstreamName) }
         context.record.update { $0.attempts += 1 }
         let total = UpstreamDeadline(instant: .now + self.totalTimeout, upstream: self.name)
-        guard let target = self.target else { throw RelayError.internalError("Upstream '\(self.name)' has no target.") }
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: target.requestURI, headers: self.headers)
-        head.headers.replaceOrAdd(name: "Accept", value: request.stream ? "text/event-stream" : "application/json")
-        head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.readableBytes))
+        guard let target = self.target, let requestHead = self.requestHead else {
+            throw RelayError.internalError("Upstream '\(self.name)' has no target.")
+        }
+        let head = requestHead.bytes(
+            accept: request.stream ? "text/event-stream" : "application/json",
+            contentLength: request.body.readableBytes
+        )
         let (call, body) = UpstreamCall.make(
             pool: target.pools.next(), upstream: self.name, head: head, body: request.body, timeouts: self.timeouts
         )

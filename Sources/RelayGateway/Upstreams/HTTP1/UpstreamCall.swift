@@ -39,7 +39,8 @@ final class UpstreamCall: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let pool: UpstreamConnectionPool
     private let upstream: String
-    private let requestHead: HTTPRequestHead
+    /// The request's head, as bytes (``HTTP1RequestHead``).
+    private let requestHead: ByteBuffer
     private let requestBody: ByteBuffer
     private let timeouts: Timeouts
 
@@ -49,7 +50,6 @@ final class UpstreamCall: @unchecked Sendable {
     /// byte of answer (see ``connectionFailed(_:on:)``).
     private var retriedOnFreshConnection = false
     private var sawResponseBytes = false
-    private var responseKeepsAlive = false
     private var timer: Scheduled<Void>?
     /// When the last body part came, or reading last resumed after the body was full.
     private var lastActivity = NIODeadline.now()
@@ -126,7 +126,7 @@ final class UpstreamCall: @unchecked Sendable {
     static func make(
         pool: UpstreamConnectionPool,
         upstream: String,
-        head: HTTPRequestHead,
+        head: ByteBuffer,
         body: ByteBuffer,
         timeouts: Timeouts
     ) -> (call: UpstreamCall, body: UpstreamBody) {
@@ -134,7 +134,7 @@ final class UpstreamCall: @unchecked Sendable {
         return (call, UpstreamBody(reader: UpstreamBody.Reader(call)))
     }
 
-    private init(pool: UpstreamConnectionPool, upstream: String, head: HTTPRequestHead, body: ByteBuffer, timeouts: Timeouts) {
+    private init(pool: UpstreamConnectionPool, upstream: String, head: ByteBuffer, body: ByteBuffer, timeouts: Timeouts) {
         self.eventLoop = pool.eventLoop
         self.pool = pool
         self.upstream = upstream
@@ -206,7 +206,6 @@ final class UpstreamCall: @unchecked Sendable {
         guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
         guard self.phase == .waitingForHead else { return }
         self.phase = .streaming
-        self.responseKeepsAlive = head.isKeepAlive
         self.timer?.cancel()
         self.lastActivity = .now()
         self.armIdleTimer()
@@ -239,9 +238,10 @@ final class UpstreamCall: @unchecked Sendable {
         if let (reader, part) = handOver { reader.resume(returning: .element(part)) }
     }
 
-    func receivedEnd(on connection: UpstreamConnection) {
+    /// `reusable`: the parser found the connection fit for another request.
+    func receivedEnd(on connection: UpstreamConnection, reusable: Bool) {
         self.readComplete(on: connection)
-        let reusable = self.phase == .streaming && self.responseKeepsAlive
+        let reusable = reusable && self.phase == .streaming
         self.connection = nil
         connection.responseEnded(reusable: reusable)
         self.finish(.success(()))
@@ -251,6 +251,11 @@ final class UpstreamCall: @unchecked Sendable {
     func connectionFailed(_ error: any Error, on connection: UpstreamConnection) {
         guard self.connection === connection else { return }
         self.connection = nil
+        if let failure = error as? HTTP1ResponseParser.Failure {
+            // Not sent again: the upstream answered, if not in HTTP/1.1.
+            self.finish(.failure(RelayError.upstreamFailed("Upstream '\(self.upstream)' sent a response that is not valid HTTP/1.1: \(failure.message).")))
+            return
+        }
         if self.phase == .waitingForHead, !self.sawResponseBytes, connection.wasReused, !self.retriedOnFreshConnection {
             // An idle keep-alive connection the upstream had closed (its keep-alive timeout
             // and this request crossed): it answered nothing, so the request goes again.

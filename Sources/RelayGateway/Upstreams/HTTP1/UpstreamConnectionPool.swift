@@ -206,7 +206,8 @@ final class UpstreamConnectionPool: @unchecked Sendable {
                             NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverHostname)
                         )
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // HTTP/1.1 is the connection's own: it writes requests as bytes
+                    // (``HTTP1RequestHead``) and reads responses (``HTTP1ResponseParser``).
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
@@ -230,7 +231,8 @@ final class UpstreamConnectionPool: @unchecked Sendable {
 }
 
 /// One keep-alive connection to an upstream, and the handler at the end of its pipeline
-/// that hands each response part to the request it belongs to.
+/// that reads its responses (``HTTP1ResponseParser``) and hands each part to the request
+/// it belongs to.
 ///
 /// It also holds back reads while the request's body is full (the relay's client is
 /// slower than the upstream): NIO asks for a read after every read, and this handler
@@ -238,14 +240,19 @@ final class UpstreamConnectionPool: @unchecked Sendable {
 ///
 /// Confined to its pool's event loop.
 final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private unowned let pool: UpstreamConnectionPool
     private var context: ChannelHandlerContext?
     /// The request being answered on this connection.
     private var call: UpstreamCall?
+    private var parser = HTTP1ResponseParser()
+    /// In the parser's hands: the connection's end waits until it is done (a part it hands
+    /// on may close the connection).
+    private var isReading = false
+    private var endedWhileReading = false
     /// A read NIO asked for while the call's body was full.
     private var readPending = false
     private var gone = false
@@ -263,16 +270,15 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
 
     // MARK: Used by the call
 
-    /// Sends a request on this connection; `call` gets its response.
-    func send(_ head: HTTPRequestHead, body: ByteBuffer, for call: UpstreamCall) {
+    /// Sends a request (its head as bytes) on this connection; `call` gets its response.
+    func send(_ head: ByteBuffer, body: ByteBuffer, for call: UpstreamCall) {
         guard let context = self.context, !self.gone else {
             call.connectionFailed(ChannelError.ioOnClosedChannel, on: self)
             return
         }
         self.call = call
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.write(self.wrapOutboundOut(head), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(body), promise: nil)
     }
 
     /// The call has room again: a read held back goes ahead.
@@ -315,16 +321,46 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = self.unwrapInboundIn(data)
-        guard let call = self.call else {
+        let bytes = self.unwrapInboundIn(data)
+        guard self.call != nil else {
             // Bytes nobody asked for (after a response ended): the connection cannot be trusted.
             context.close(promise: nil)
             return
         }
+        self.isReading = true
+        defer { self.isReading = false }
+        do {
+            try self.parser.feed(bytes) { part in self.deliver(part) }
+        } catch {
+            self.lost(error)
+            context.close(promise: nil)
+            return
+        }
+        if self.endedWhileReading {
+            self.endedWhileReading = false
+            self.isReading = false
+            self.inputEnded()
+        }
+    }
+
+    /// Hands a part of the response to its call.
+    private func deliver(_ part: HTTP1ResponseParser.Part) {
+        guard let call = self.call else { return }
         switch part {
         case .head(let head): call.receivedHead(head, on: self)
         case .body(let buffer): call.receivedBody(buffer, on: self)
-        case .end: call.receivedEnd(on: self)
+        case .end(let reusable): call.receivedEnd(on: self, reusable: reusable)
+        }
+    }
+
+    /// The upstream closed the connection: the end of a body that runs to the close, a
+    /// response cut off, or an idle connection gone.
+    private func inputEnded() {
+        do {
+            try self.parser.endOfInput { part in self.deliver(part) }
+            self.lost(ChannelError.eof)
+        } catch {
+            self.lost(error)
         }
     }
 
@@ -342,7 +378,11 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.lost(ChannelError.eof)
+        if self.isReading {
+            self.endedWhileReading = true
+        } else {
+            self.inputEnded()
+        }
         context.fireChannelInactive()
     }
 
