@@ -53,7 +53,11 @@ final class UpstreamCall: @unchecked Sendable {
     private var timer: Scheduled<Void>?
     /// When the last body part came, or reading last resumed after the body was full.
     private var lastActivity = NIODeadline.now()
-    private let head: EventLoopPromise<HTTPResponseHead>
+    /// Kept until the head is told (then dropped: a stream lasts minutes, and the future
+    /// would hold the head's headers that long).
+    private var head: EventLoopPromise<HTTPResponseHead>?
+    /// The head's future, for ``start()``, which takes it.
+    nonisolated(unsafe) private var headFuture: EventLoopFuture<HTTPResponseHead>?
 
     /// The body between the connection (on the loop) and its reader (on any thread: a
     /// stream's task runs on the loop only while the loop serves no other request, and
@@ -141,15 +145,19 @@ final class UpstreamCall: @unchecked Sendable {
         self.requestHead = head
         self.requestBody = body
         self.timeouts = timeouts
-        self.head = pool.eventLoop.makePromise(of: HTTPResponseHead.self)
+        let head = pool.eventLoop.makePromise(of: HTTPResponseHead.self)
+        self.head = head
+        self.headFuture = head.futureResult
     }
 
     /// Sends the request and waits for the response head. Cancelling the calling task
     /// cancels the request (and closes its connection).
     func start() async throws -> HTTPResponseHead {
+        // Called once, before anything runs on the loop for this call.
+        guard let future = self.headFuture.take() else { preconditionFailure("UpstreamCall.start() called twice") }
         self.onLoop { $0.begin() }
         return try await withTaskCancellationHandler {
-            try await self.head.futureResult.get()
+            try await future.get()
         } onCancel: {
             self.abandon()
         }
@@ -209,7 +217,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.timer?.cancel()
         self.lastActivity = .now()
         self.armIdleTimer()
-        self.head.succeed(head)
+        self.head.take()?.succeed(head)
     }
 
     /// Gathers the parts of one read: the reader hears of them when the read is over.
@@ -304,9 +312,9 @@ final class UpstreamCall: @unchecked Sendable {
         self.connection.take()?.close()
         switch result {
         case .success:
-            if !hadHead { self.head.fail(RelayError.upstreamFailed("Upstream '\(self.upstream)' ended its response without a head.")) }
+            if !hadHead { self.head.take()?.fail(RelayError.upstreamFailed("Upstream '\(self.upstream)' ended its response without a head.")) }
         case .failure(let error):
-            if !hadHead { self.head.fail(error) }
+            if !hadHead { self.head.take()?.fail(error) }
         }
         let woken = self.body.withLock { body -> (WaitingReader, Result<NextBeforeDeadline<ByteBuffer>, any Error>)? in
             // A reader that gave up wants none of what was read; parts before a failure of
