@@ -39,6 +39,7 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
             while !self.finished {
                 if let frame = try self.decodeBuffered() { return frame }
                 if self.finished { return nil }
+                self.releaseUsedBuffer()
                 self.append(try await self.bytes.next())
             }
             return nil
@@ -53,6 +54,13 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
                 return nil
             }
             return try self.decoder.decode(buffer: &self.buffer)
+        }
+
+        /// Before waiting for the next read: a used-up buffer is let go. It is the last read
+        /// (or a slice of it), and kept, it held that read's storage (512 bytes and up) for
+        /// as long as a quiet stream waits, and made NIO allocate anew for the next read.
+        mutating func releaseUsedBuffer() {
+            if self.buffer.readableBytes == 0, self.buffer.capacity > 0 { self.buffer = usedUpBuffer }
         }
 
         /// Takes a read in; nil is the end of the input.
@@ -76,6 +84,7 @@ extension SSEFrameSequence.AsyncIterator: ReadyIterator, DeadlineIterator where 
         while true {
             let ready = try self.nextIfReady()
             guard case .deadlinePassed = ready else { return ready }
+            self.releaseUsedBuffer()
             switch try await self.bytes.next(before: deadline) {
             case .element(let read): self.append(read)
             case .end: self.append(nil)
@@ -102,3 +111,7 @@ extension SSEFrameSequence.AsyncIterator: ReadyIterator, DeadlineIterator where 
 }
 
 extension SSEFrameSequence: Sendable where Bytes: Sendable {}
+
+/// What a used-up buffer is replaced with: empty, and shared, so that letting go of a
+/// read allocates nothing.
+private let usedUpBuffer = ByteBuffer()

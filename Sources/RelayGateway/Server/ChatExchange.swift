@@ -167,13 +167,15 @@ struct ChatExchange {
             try await self.open(body: body, runtime: runtime, record: record, log: log)
         }
         let logger = log.logger
-        switch opening {
+        // Consumed: the events held before the commit point are owned by `held` alone, which
+        // `writeStream` empties once they are written.
+        switch consume opening {
         case .whole(let response, let buffer):
             try await self.writeWhole(response, body: buffer, slot: slot, record: record, runtime: runtime, logger: logger)
-        case .stream(let response, let held, let rest):
+        case .stream(let response, var held, let rest):
             self.gateway.statistics.activeStreams.add(1, ordering: .relaxed)
             defer { self.gateway.statistics.activeStreams.subtract(1, ordering: .relaxed) }
-            try await self.writeStream(response, held: held, rest: rest?.iterator, slot: slot, record: record, runtime: runtime, logger: logger)
+            try await self.writeStream(response, held: &held, rest: rest?.iterator, slot: slot, record: record, runtime: runtime, logger: logger)
         }
     }
 
@@ -282,7 +284,7 @@ struct ChatExchange {
 
     private func writeStream(
         _ response: ChatResponse,
-        held: [StreamEvent],
+        held: inout [StreamEvent],
         rest iterator: EventStream.Iterator?,
         slot: ResponseWriterSlot,
         record: RequestRecord,
@@ -314,6 +316,9 @@ struct ChatExchange {
         held.forEach(note)
         let events = StreamBodyWriter(channel: self.channel)
         try await events.write(contentsOf: held.lazy.map(\.bytes))
+        // Let go once written: kept, they held their reads' storage (the first read, head
+        // and all) for as long as the stream lasts.
+        held = []
         var failure: RelayError?
         if let iterator {
             let relay = self.startRelay(iterator: iterator, events: events, note: note, record: record, runtime: runtime)
