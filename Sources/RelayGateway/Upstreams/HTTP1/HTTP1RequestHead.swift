@@ -47,20 +47,11 @@ struct HTTP1RequestHead: Sendable {
         return head
     }
 
-    /// RFC 9110's token: letters, digits and ``!#$%&'*+-.^_`|~``.
     static func isValid(name: String) -> Bool {
-        !name.isEmpty && name.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                return true
-            default:
-                return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-            }
-        }
+        !name.isEmpty && name.utf8.allSatisfy(HTTP1Grammar.isTokenByte)
     }
 
-    /// Visible characters, spaces and tabs; no line breaks or other control characters.
     static func isValid(value: String) -> Bool {
-        value.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F || $0 == UInt8(ascii: "\t") }
+        value.utf8.allSatisfy(HTTP1Grammar.isFieldValueByte)
     }
 }

@@ -16,8 +16,9 @@ import Glibc
 /// through llhttp's callbacks, a `ByteToMessageHandler` and the channel pipeline as a boxed
 /// `HTTPClientResponsePart` that the next handler casts back: about 3,700 instructions an
 /// event, a sixth of what relaying it cost (Benchmarks/README.md, "What changed since: the
-/// upstream's HTTP parser"). Here a chunk costs a size line read and a copy: the data of one
-/// read goes on as one buffer, so the SSE decoder sees the read's events side by side.
+/// upstream's HTTP/1.1 read by the relay itself"). Here a chunk costs a size line read and
+/// a copy: the data of one read goes on as one buffer, so the SSE decoder sees the read's
+/// events side by side.
 ///
 /// What it accepts is what RFC 9112 asks a client to accept, and no more: lines end in
 /// CR LF or a bare LF; obsolete line folding, control characters in a header, a
@@ -268,14 +269,14 @@ struct HTTP1ResponseParser {
             guard let first = line.first else { break }
             guard first != UInt8(ascii: " "), first != UInt8(ascii: "\t") else { throw Failure(message: "a folded header line") }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex,
-                line[line.startIndex..<colon].allSatisfy(Self.isTokenByte)
+                line[line.startIndex..<colon].allSatisfy(HTTP1Grammar.isTokenByte)
             else { throw Failure(message: "a header line that is not a name and a value") }
             var valueStart = colon + 1
             var valueEnd = line.endIndex
             while valueStart < valueEnd, line[valueStart] == UInt8(ascii: " ") || line[valueStart] == UInt8(ascii: "\t") { valueStart += 1 }
             while valueEnd > valueStart, line[valueEnd - 1] == UInt8(ascii: " ") || line[valueEnd - 1] == UInt8(ascii: "\t") { valueEnd -= 1 }
             let value = line[valueStart..<valueEnd]
-            guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == UInt8(ascii: "\t") }) else {
+            guard value.allSatisfy(HTTP1Grammar.isFieldValueByte) else {
                 throw Failure(message: "a control character in a header value")
             }
             let name = line[line.startIndex..<colon]
@@ -339,16 +340,6 @@ struct HTTP1ResponseParser {
         while start < end, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") { start += 1 }
         while end > start, bytes[end - 1] == UInt8(ascii: " ") || bytes[end - 1] == UInt8(ascii: "\t") { end -= 1 }
         return bytes[start..<end]
-    }
-
-    /// RFC 9110's `tchar`: what a header name is made of.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
     }
 
     // MARK: Lines in the body
