@@ -39,9 +39,10 @@ final class UpstreamCall: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let pool: UpstreamConnectionPool
     private let upstream: String
-    /// The request's head, as bytes (``HTTP1RequestHead``).
-    private let requestHead: ByteBuffer
-    private let requestBody: ByteBuffer
+    /// The request (its head as bytes, ``HTTP1RequestHead``, and its body) until the
+    /// response's head comes: it may be sent once more on a fresh connection until then.
+    /// Then it is let go: a stream lasts minutes, and a chat's body can be long.
+    private var request: (head: ByteBuffer, body: ByteBuffer)?
     private let timeouts: Timeouts
 
     private var phase = Phase.created
@@ -142,8 +143,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.eventLoop = pool.eventLoop
         self.pool = pool
         self.upstream = upstream
-        self.requestHead = head
-        self.requestBody = body
+        self.request = (head, body)
         self.timeouts = timeouts
         let head = pool.eventLoop.makePromise(of: HTTPResponseHead.self)
         self.head = head
@@ -199,7 +199,8 @@ final class UpstreamCall: @unchecked Sendable {
                     return
                 }
                 self.connection = connection
-                connection.send(self.requestHead, body: self.requestBody, for: self)
+                guard let request = self.request else { preconditionFailure("an upstream call sent after its head came") }
+                connection.send(request.head, body: request.body, for: self)
             case .failure(let error):
                 self.finish(.failure(error))
             }
@@ -214,6 +215,7 @@ final class UpstreamCall: @unchecked Sendable {
         guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
         guard self.phase == .waitingForHead else { return }
         self.phase = .streaming
+        self.request = nil
         self.timer?.cancel()
         self.lastActivity = .now()
         self.armIdleTimer()
@@ -305,6 +307,7 @@ final class UpstreamCall: @unchecked Sendable {
         guard self.phase != .finished else { return }
         let hadHead = self.phase == .streaming
         self.phase = .finished
+        self.request = nil
         self.timer?.cancel()
         self.timer = nil
         self.readerTimer?.cancel()
