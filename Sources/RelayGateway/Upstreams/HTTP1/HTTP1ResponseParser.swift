@@ -88,13 +88,16 @@ struct HTTP1ResponseParser {
             reading: while buffer.readableBytes > 0 {
                 switch self.state {
                 case .head:
-                    guard let head = try self.readHead(&buffer) else {
+                    switch try self.readHead(&buffer) {
+                    case .incomplete:
                         self.carry = buffer
                         break reading
+                    case .interim:
+                        continue
+                    case .response(let head):
+                        try emit(.head(head))
+                        if self.state == .head { try self.ended(&buffer, emit) }  // no body
                     }
-                    guard let head else { continue }  // an interim response
-                    try emit(.head(head))
-                    if self.state == .head { try self.ended(&buffer, emit) }  // no body
                 case .chunkSize:
                     guard let line = try Self.lineAtFront(buffer, limit: Self.maximumLineSize, what: "chunk size line") else {
                         self.carry = buffer
@@ -189,15 +192,23 @@ struct HTTP1ResponseParser {
 
     // MARK: The head
 
-    /// The head at the front of `buffer`, consumed: nil when it is not all here yet, `.some(nil)`
-    /// for an interim response (skipped). Sets the state for the body: still `.head` when
-    /// the response has none.
-    private mutating func readHead(_ buffer: inout ByteBuffer) throws -> HTTPResponseHead?? {
+    /// What ``readHead(_:)`` found at the front of the bytes.
+    private enum HeadRead {
+        /// Its end is not here yet.
+        case incomplete
+        /// A 1xx head, consumed and skipped: the response's own comes after it.
+        case interim
+        case response(HTTPResponseHead)
+    }
+
+    /// The head at the front of `buffer`, consumed unless incomplete. Sets the state for
+    /// the body: still `.head` when the response has none.
+    private mutating func readHead(_ buffer: inout ByteBuffer) throws -> HeadRead {
         guard let found = Self.headAtFront(buffer) else {
             guard buffer.readableBytes <= Self.maximumHeadSize else {
                 throw Failure(message: "a response head larger than \(Self.maximumHeadSize) bytes")
             }
-            return nil
+            return .incomplete
         }
         guard found.bodyStart <= Self.maximumHeadSize else {
             throw Failure(message: "a response head larger than \(Self.maximumHeadSize) bytes")
@@ -209,7 +220,7 @@ struct HTTP1ResponseParser {
         let status = head.head.status.code
         if status < 200 {
             guard status != 101 else { throw Failure(message: "a protocol switch the relay did not ask for") }
-            return .some(nil)
+            return .interim
         }
         self.keepsAlive = head.head.isKeepAlive && !head.isAmbiguous
         switch head.framing {
@@ -223,7 +234,7 @@ struct HTTP1ResponseParser {
             self.keepsAlive = false
             self.state = .untilClose
         }
-        return .some(head.head)
+        return .response(head.head)
     }
 
     /// Where the head at the front of `buffer` starts (after any empty lines), where its
@@ -271,11 +282,7 @@ struct HTTP1ResponseParser {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex,
                 line[line.startIndex..<colon].allSatisfy(HTTP1Grammar.isTokenByte)
             else { throw Failure(message: "a header line that is not a name and a value") }
-            var valueStart = colon + 1
-            var valueEnd = line.endIndex
-            while valueStart < valueEnd, line[valueStart] == UInt8(ascii: " ") || line[valueStart] == UInt8(ascii: "\t") { valueStart += 1 }
-            while valueEnd > valueStart, line[valueEnd - 1] == UInt8(ascii: " ") || line[valueEnd - 1] == UInt8(ascii: "\t") { valueEnd -= 1 }
-            let value = line[valueStart..<valueEnd]
+            let value = Self.trimmed(line[(colon + 1)...])
             guard value.allSatisfy(HTTP1Grammar.isFieldValueByte) else {
                 throw Failure(message: "a control character in a header value")
             }
