@@ -110,16 +110,7 @@ public struct ChatRequest: Sendable {
                 members += 1
                 let start = parser.index
                 _ = try parser.skipValue()
-                // As the tree's keys compare: as Strings, unless both are ASCII (then bytes).
-                let matches: Bool
-                if let decoded = name.decoded {
-                    matches = decoded == key
-                } else if name.raw.allSatisfy({ $0 < 0x80 }), key.utf8.allSatisfy({ $0 < 0x80 }) {
-                    matches = name.raw.elementsEqual(key.utf8)
-                } else {
-                    matches = String(decoding: name.raw, as: UTF8.self) == key
-                }
-                guard matches else { return }
+                guard name.matches(key) else { return }
                 if value != nil { repeated = true }
                 value = start..<parser.index
             }

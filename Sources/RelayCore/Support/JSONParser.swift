@@ -444,6 +444,16 @@ struct ScannedKey {
         return UnsafeRawBufferPointer(self.raw).spells(name)
     }
 
+    /// Whether the name is `text`, compared as the tree's `String` keys compare (canonical
+    /// equivalence); as bytes when both are ASCII, where that is the same and cheaper.
+    func matches(_ text: String) -> Bool {
+        if let decoded { return decoded == text }
+        if self.raw.allSatisfy({ $0 < 0x80 }), text.utf8.allSatisfy({ $0 < 0x80 }) {
+            return self.raw.elementsEqual(text.utf8)
+        }
+        return String(decoding: self.raw, as: UTF8.self) == text
+    }
+
     /// The name as text (invalid UTF-8 repaired; for comparisons only).
     var string: String { self.decoded ?? String(decoding: self.raw, as: UTF8.self) }
 
