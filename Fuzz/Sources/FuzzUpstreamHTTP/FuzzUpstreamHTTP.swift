@@ -17,7 +17,7 @@ public func fuzzUpstreamHTTP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let seed = data[0]
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
     let whole = parse(bytes, readSizes: [bytes.count])
-    precondition(whole.bodyBytes <= bytes.count, "upstream HTTP: more body than input")
+    precondition(whole.body.count <= bytes.count, "upstream HTTP: more body than input")
     let split = parse(bytes, readSizes: readSizes(seed: seed, total: bytes.count))
     precondition(whole == split, "upstream HTTP: whole and split reads differ: \(whole) | \(split)")
     if bytes.count <= 256 {
@@ -28,10 +28,9 @@ public func fuzzUpstreamHTTP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
 }
 
 private struct Outcome: Equatable, CustomStringConvertible {
-    var description: String { "\(self.parts), \(self.bodyBytes) body bytes, failure \(self.failure ?? "none"), reusable \(self.reusable.map { "\($0)" } ?? "-")" }
+    var description: String { "\(self.parts), \(self.body.count) body bytes, failure \(self.failure ?? "none"), reusable \(self.reusable.map { "\($0)" } ?? "-")" }
     var parts: [String] = []
     var body: [UInt8] = []
-    var bodyBytes = 0
     var failure: String?
     /// Whether the connection is kept after the response's end; nil without an end.
     var reusable: Bool?
@@ -48,7 +47,6 @@ private func parse(_ bytes: [UInt8], readSizes: [Int]) -> Outcome {
         case .body(let buffer):
             // Joined: where a read ends must not show.
             outcome.body += buffer.readableBytesView
-            outcome.bodyBytes += buffer.readableBytes
         case .end(let reusable):
             outcome.reusable = reusable
         }
