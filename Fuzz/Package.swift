@@ -39,7 +39,11 @@ let package = Package(
         // The JSON parser and the chunk scanner, held to the tree-based reference.
         .executableTarget(
             name: "FuzzJSON",
-            dependencies: ["FuzzEntry", .product(name: "RelayCore", package: "chatrelayd")],
+            dependencies: [
+                "FuzzEntry",
+                .product(name: "RelayCore", package: "chatrelayd"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: fuzzSettings
         ),
         // A client's chat request body.

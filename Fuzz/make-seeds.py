@@ -190,10 +190,15 @@ def main():
                 # Byte 0 seeds the read splits, byte 1 the small size limit (see FuzzSSE).
                 write(out, "sse", bytes([len(response) % 256, 200]) + response.encode())
                 sse_bodies.append(response)
+                previous = None
                 for line in response.splitlines():
                     if line.startswith("data: {") and json_seen < 3000:
                         write(out, "json", line[6:])
                         json_seen += 1
+                        # Two consecutive chunks, one a line (see FuzzJSON).
+                        if previous is not None:
+                            write(out, "json", previous + "\n" + line[6:])
+                        previous = line[6:]
             elif response:
                 write(out, "json", response)
     http_seeds(out, request_bodies)

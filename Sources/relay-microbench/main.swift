@@ -57,19 +57,20 @@ func measure(_ label: String, _ payloads: [ByteBuffer], _ body: (ByteBuffer) -> 
 let decoder = JSONDecoder()
 let before = measure("JSONDecoder tree, then facts (before)", payloads) { payload in
     guard case .object(let object)? = try? decoder.decode(JSONValue.self, from: Data(payload.readableBytesView)) else { return false }
-    return !ChunkFacts(object).contentText.isEmpty || true
+    return ChunkFacts(object).carriesPayload || true
 }
 let tree = measure("hand-written parser tree, then facts", payloads) { payload in
     guard case .object(let object)? = try? JSONValue(parsing: payload.readableBytesView) else { return false }
-    return !ChunkFacts(object).contentText.isEmpty || true
+    return ChunkFacts(object).carriesPayload || true
 }
-let scanner = measure("scanner: facts from the bytes (the relay now)", payloads) { payload in
+let scanner = measure("scanner: facts from the bytes, each event alone", payloads) { payload in
     StreamEvent(upstream: SSEFrame(raw: payload, data: payload)).kind == .chunk
 }
-// As the upstream's event sequence reads: in stream order, the chunk before's id and model kept.
+// As the upstream's event sequence reads: in stream order, the chunk before's id, model and
+// template kept (a chunk that repeats it but for skipped strings' text is not scanned).
 nonisolated(unsafe) var envelope = ChunkEnvelope()
-let remembering = measure("scanner, the envelope before remembered", payloads) { payload in
+let remembering = measure("scanner in stream order (the relay now)", payloads) { payload in
     StreamEvent(upstream: SSEFrame(raw: payload, data: payload), envelope: &envelope).kind == .chunk
 }
 print(String(format: "scanner is %.1fx faster than before, %.1fx faster than the parsed tree", before / scanner, tree / scanner))
-print(String(format: "remembering the envelope: %.0f%% of the scanner's time", 100 * remembering / scanner))
+print(String(format: "in stream order: %.0f%% of the scanner's time alone", 100 * remembering / scanner))

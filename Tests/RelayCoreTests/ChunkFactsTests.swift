@@ -14,20 +14,19 @@ struct ChunkFactsTests {
         var finish: String? = nil
         var usage: Bool = false
         var noChoices: Bool = false
-        var text: String = ""
         var testDescription: String { self.name }
     }
 
     static let cases: [Case] = [
         Case(name: "xAI role chunk", json: ChunkSamples.xaiRole, content: false, payload: false, role: true),
         Case(name: "xAI delta:{} keepalive", json: ChunkSamples.xaiEmpty, content: false, payload: false, role: false),
-        Case(name: "xAI content", json: ChunkSamples.xaiContent, content: true, payload: true, role: false, text: "Olá"),
+        Case(name: "xAI content", json: ChunkSamples.xaiContent, content: true, payload: true, role: false),
         Case(name: "xAI finish", json: ChunkSamples.xaiFinish, content: true, payload: true, role: false, finish: "stop"),
         Case(name: "xAI usage-only choices:[]", json: ChunkSamples.xaiUsage, content: false, payload: true, role: false, usage: true, noChoices: true),
         Case(name: "xAI reasoning_content", json: ChunkSamples.xaiReasoningContent, content: true, payload: true, role: true),
         Case(name: "xAI whole tool call", json: ChunkSamples.xaiToolCall, content: true, payload: true, role: false),
         Case(name: "OpenAI role chunk with refusal:null, usage:null", json: ChunkSamples.openAIRole, content: false, payload: false, role: true),
-        Case(name: "OpenAI content with usage:null", json: ChunkSamples.openAIContent, content: true, payload: true, role: false, text: "Olá"),
+        Case(name: "OpenAI content with usage:null", json: ChunkSamples.openAIContent, content: true, payload: true, role: false),
         Case(name: "OpenAI usage-only choices:[]", json: ChunkSamples.openAIUsage, content: false, payload: true, role: false, usage: true, noChoices: true),
         Case(name: "Azure prompt_filter_results with choices:[]", json: ChunkSamples.azurePromptFilter, content: false, payload: true, role: false, noChoices: true),
         Case(name: "Azure role chunk with content_filter_results:{}", json: ChunkSamples.azureRole, content: false, payload: false, role: true),
@@ -54,7 +53,6 @@ struct ChunkFactsTests {
         #expect(facts.finishReason == sample.finish, "finishReason")
         #expect((facts.usage != nil) == sample.usage, "usage")
         #expect(facts.hasNoChoices == sample.noChoices, "hasNoChoices")
-        #expect(facts.contentText == sample.text, "contentText")
     }
 
     @Test("Content always implies payload")
@@ -90,7 +88,7 @@ struct ChunkFactsTests {
         #expect(ChunkFacts(["choices": []]).model == nil)
     }
 
-    @Test("Several choices: text is concatenated and the first finish_reason wins")
+    @Test("Several choices: the first finish_reason wins")
     func severalChoices() {
         let facts = ChunkFacts([
             "choices": [
@@ -99,7 +97,6 @@ struct ChunkFactsTests {
                 ["index": 2, "delta": [:], "finish_reason": "stop"],
             ]
         ])
-        #expect(facts.contentText == "Hello")
         #expect(facts.finishReason == "length")
         #expect(facts.carriesContent)
     }

@@ -17,6 +17,10 @@ struct StreamEventScanTests {
         StreamEvent(upstream: SSEFrame(raw: ByteBuffer(string: "data: \(data)\n\n"), data: ByteBuffer(string: data)))
     }
 
+    static func scanned(_ data: String, envelope: inout ChunkEnvelope) -> StreamEvent {
+        StreamEvent(upstream: SSEFrame(raw: ByteBuffer(string: "data: \(data)\n\n"), data: ByteBuffer(string: data)), envelope: &envelope)
+    }
+
     @Test("Awkward shapes", arguments: [
         #"{"choices":"x"}"#, #"{"object":"chat.completion.chunk"}"#, #"{"object":"other","id":"a"}"#, #"{"error":{"message":"m"}}"#,
         #"{"error":null,"choices":[]}"#, #"{"usage":null,"x_groq":{"usage":{"prompt_tokens":1}}}"#,
@@ -120,11 +124,67 @@ struct StreamEventScanTests {
         ]
         var envelope = ChunkEnvelope()
         for data in stream {
-            let event = StreamEvent(upstream: SSEFrame(raw: ByteBuffer(string: "data: \(data)\n\n"), data: ByteBuffer(string: data)), envelope: &envelope)
+            let event = Self.scanned(data, envelope: &envelope)
             let reference = Self.reference(data)
             #expect(event.kind == reference.kind, "\(data)")
             #expect(event.facts == reference.facts, "\(data)")
         }
+    }
+
+    /// A chunk read after another that left a template (``ChunkTemplate``): when its bytes
+    /// are the template's but for skipped strings' text, each as empty as it was, it shares
+    /// the template's facts without a scan; otherwise it is scanned. Either way its answer
+    /// is the reference's.
+    @Test("A chunk that repeats the one before but for skipped strings' text shares its facts", arguments: [
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"bcd"}}]}"#, true),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":""}}]}"#, false),
+        (#"{"choices":[{"delta":{"content":""}}]}"#, #"{"choices":[{"delta":{"content":"x"}}]}"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"a\"b"}}]}"#, true),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"a\\"}}]}"#, true),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"\u00e9\n"}}]}"#, true),
+        // A quote escaped in the text; then one that ends the string elsewhere.
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"a\"}}]}"}}]}"#, true),
+        (#"{"choices":[{"delta":{"content":"a","x":"b"}}]}"#, #"{"choices":[{"delta":{"content":"a\","x":"b"}}]}"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"a\u0001"}}]}"#, true),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, "{\"choices\":[{\"delta\":{\"content\":\"a\u{01}\"}}]}", false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"b"}}]} "#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"b"}}]}x"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"b"}}]"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"b"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}],"obfuscation":"xy"}"#, #"{"choices":[{"delta":{"content":"b"}}],"obfuscation":"xyzzy"}"#, true),
+        (#"{"choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#, #"{"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}"#, false),
+        (#"{"id":"1","choices":[{"delta":{"content":"a"}}]}"#, #"{"id":"2","choices":[{"delta":{"content":"a"}}]}"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}],"created":1}"#, #"{"choices":[{"delta":{"content":"a"}}],"created":2}"#, false),
+        // A skipped member that is not the relay's: its emptiness is payload.
+        (#"{"choices":[{"delta":{"annotations":"x"}}]}"#, #"{"choices":[{"delta":{"annotations":""}}]}"#, false),
+        (#"{"choices":[{"delta":{"annotations":"x"}}]}"#, #"{"choices":[{"delta":{"annotations":"y"}}]}"#, true),
+        (#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":""}}]}}]}"#, #"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\""}}]}}]}"#, false),
+        (#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{"}}]}}]}"#, #"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"1}"}}]}}]}"#, true),
+        // Neither a usage chunk nor one that names a member twice leaves a template.
+        (#"{"choices":[],"usage":{"total_tokens":1},"obfuscation":"a"}"#, #"{"choices":[],"usage":{"total_tokens":1},"obfuscation":"b"}"#, false),
+        (#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#, #"{"choices":[{"delta":{"content":"a","content":"c"}}]}"#, false),
+        (#"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"error":{"message":"m"}}"#, false),
+    ])
+    func template(_ first: String, _ second: String, shares: Bool) {
+        var envelope = ChunkEnvelope()
+        let before = Self.scanned(first, envelope: &envelope)
+        let event = Self.scanned(second, envelope: &envelope)
+        let reference = Self.reference(second)
+        #expect(event.kind == reference.kind)
+        #expect(event.facts == reference.facts)
+        #expect(event.sharesFacts(with: before) == shares)
+    }
+
+    @Test("A chunk larger than a template may be is read in full each time")
+    func largeChunksLeaveNoTemplate() {
+        let text = String(repeating: "x", count: ChunkTemplate.maximumSize)
+        let data = #"{"choices":[{"delta":{"content":"\#(text)"}}]}"#
+        var envelope = ChunkEnvelope()
+        let first = Self.scanned(data, envelope: &envelope)
+        let second = Self.scanned(data, envelope: &envelope)
+        #expect(envelope.template.facts == nil)
+        #expect(!second.sharesFacts(with: first))
+        #expect(second.facts == Self.reference(data).facts)
     }
 
     @Test("Objects without repeats stay on the scanner's path")

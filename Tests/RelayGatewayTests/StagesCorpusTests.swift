@@ -36,8 +36,8 @@ struct StagesCorpusTests {
         guard sent.count == 6 else { return }
         #expect(sent[0].facts?.hasRole == true)
         #expect(sent[0].facts?.carriesContent == false)
-        #expect(sent[1].facts?.contentText == "Olá")
-        #expect(sent[2].facts?.contentText == "!")
+        #expect(sent[1].contentText == "Olá")
+        #expect(sent[2].contentText == "!")
         #expect(sent[3].facts?.finishReason == "stop")
         #expect(sent[4].facts?.hasNoChoices == true)
         #expect(sent[4].facts?.usage != nil)

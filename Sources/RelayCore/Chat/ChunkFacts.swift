@@ -24,8 +24,6 @@ public struct ChunkFacts: Sendable, Equatable {
     public var id: String?
     /// The chunk's `created` time stamp, when it is a whole number.
     public var created: Int?
-    /// The concatenated `content` text of the deltas (for moderation and tests).
-    public var contentText: String
 
     /// Delta members that carry what a client shows.
     static let contentKeys: Set<String> = [
@@ -51,7 +49,6 @@ public struct ChunkFacts: Sendable, Equatable {
         self.model = nil
         self.id = nil
         self.created = nil
-        self.contentText = ""
     }
 
     /// The facts of a chunk already decoded (the relay's own chunks; the reference that
@@ -61,7 +58,6 @@ public struct ChunkFacts: Sendable, Equatable {
         var carriesPayload = false
         var hasRole = false
         var finishReason: String?
-        var contentText = ""
         let choices = chunk["choices"]?.arrayValue ?? []
         for choice in choices {
             guard case .object(let members) = choice else { continue }
@@ -80,7 +76,6 @@ public struct ChunkFacts: Sendable, Equatable {
                     continue
                 }
                 if value.isEmptyPayload { continue }
-                if key == "content", let text = value.stringValue { contentText += text }
                 if Self.contentKeys.contains(key) {
                     carriesContent = true
                 } else {
@@ -106,6 +101,5 @@ public struct ChunkFacts: Sendable, Equatable {
         self.model = chunk["model"]?.stringValue
         self.id = chunk["id"]?.stringValue
         self.created = chunk["created"]?.intValue
-        self.contentText = contentText
     }
 }

@@ -28,6 +28,9 @@ struct JSONParser {
     var objectCapacity = 0
     /// Set by ``ChunkScanner``'s walk when an object names a member twice.
     var sawRepeatedName = false
+    /// Where the strings skipped without being read lie, when ``ChunkScanner`` asks (for a
+    /// ``ChunkTemplate``); nil otherwise.
+    var holes: [ChunkTemplate.Hole]?
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -361,7 +364,7 @@ struct JSONParser {
         utf8.append(contentsOf: String(Character(Unicode.Scalar(scalar) ?? "\u{FFFD}")).utf8)
     }
 
-    private mutating func hex4() throws(Failure) -> UInt32 {
+    mutating func hex4() throws(Failure) -> UInt32 {
         guard self.index + 4 <= self.bytes.count else { throw self.failure("short \\u escape") }
         var value: UInt32 = 0
         for _ in 0..<4 {
