@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 import NIOPosix
@@ -11,17 +12,24 @@ import Testing
 /// read (or not) with plain system calls.
 @Suite("Writing a stream to the client")
 struct StreamBodyWriterTests {
-    /// Hands body parts to the socket as the bytes they hold (the HTTP encoder's place).
+    /// Hands body parts to the socket as the bytes they hold (the HTTP encoder's place); a
+    /// head as `HEAD <status>\n` and the end as `END\n`. Counts the flushes.
     final class BodyBytes: ChannelOutboundHandler, Sendable {
         typealias OutboundIn = HTTPResponsePart
         typealias OutboundOut = ByteBuffer
+        let flushes = Atomic<Int>(0)
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            guard case .body(let bytes) = self.unwrapOutboundIn(data) else {
-                promise?.succeed()
-                return
+            switch self.unwrapOutboundIn(data) {
+            case .head(let head): context.write(self.wrapOutboundOut(ByteBuffer(string: "HEAD \(head.status.code)\n")), promise: promise)
+            case .body(let bytes): context.write(self.wrapOutboundOut(bytes), promise: promise)
+            case .end: context.write(self.wrapOutboundOut(ByteBuffer(string: "END\n")), promise: promise)
             }
-            context.write(self.wrapOutboundOut(bytes), promise: promise)
+        }
+
+        func flush(context: ChannelHandlerContext) {
+            self.flushes.add(1, ordering: .relaxed)
+            context.flush()
         }
     }
 
@@ -29,6 +37,7 @@ struct StreamBodyWriterTests {
     struct SocketPair {
         let group: MultiThreadedEventLoopGroup
         let channel: any Channel
+        let bodyBytes: BodyBytes
         /// The channel's descriptor (NIO's; only read from here) and the client's.
         let server: Int32
         let client: Int32
@@ -40,11 +49,12 @@ struct StreamBodyWriterTests {
             var timeout = timeval(tv_sec: 30, tv_usec: 0)
             setsockopt(descriptors[1], SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let bodyBytes = BodyBytes()
             let channel = try await ClientBootstrap(group: group)
-                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BodyBytes()) } }
+                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bodyBytes) } }
                 .withConnectedSocket(descriptors[0])
                 .get()
-            return SocketPair(group: group, channel: channel, server: descriptors[0], client: descriptors[1])
+            return SocketPair(group: group, channel: channel, bodyBytes: bodyBytes, server: descriptors[0], client: descriptors[1])
         }
 
         /// What the kernel may hold between the two ends: the sender's and receiver's buffers.
@@ -135,6 +145,34 @@ struct StreamBodyWriterTests {
             try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index)))
         }
         #expect(Self.isStream(try await reading.value, of: events), "every event, in order, once")
+        try await pair.close()
+    }
+
+    /// A short stream: the head goes with the first events, the end after the last, in
+    /// order, and in two flushes (head, events, more events and end were four before).
+    @Test("The head goes with the first events and the end after the last")
+    func headAndEnd() async throws {
+        let pair = try await SocketPair.make()
+        let writer = StreamBodyWriter(channel: pair.channel, head: HTTPResponse(status: .ok))
+        let reading = Task { try await onOwnThread { pair.read(9 + 3 * 1024 + 4) } }
+        try await writer.write(contentsOf: [pair.channel.allocator.buffer(bytes: Self.event(0)), pair.channel.allocator.buffer(bytes: Self.event(1))])
+        try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(2)))
+        try await writer.finish()
+        try await writer.finish()  // once only
+        let expected = Array("HEAD 200\n".utf8) + (0..<3).flatMap(Self.event) + Array("END\n".utf8)
+        #expect(try await reading.value == expected)
+        #expect(pair.bodyBytes.flushes.load(ordering: .relaxed) <= 3)
+        try await pair.close()
+    }
+
+    @Test("A head with no events yet goes out at once")
+    func headAlone() async throws {
+        let pair = try await SocketPair.make()
+        let writer = StreamBodyWriter(channel: pair.channel, head: HTTPResponse(status: .ok))
+        try await writer.write(contentsOf: [ByteBuffer]())
+        #expect(try await onOwnThread { pair.read(9) } == Array("HEAD 200\n".utf8))
+        try await writer.finish()
+        #expect(try await onOwnThread { pair.read(4) } == Array("END\n".utf8))
         try await pair.close()
     }
 

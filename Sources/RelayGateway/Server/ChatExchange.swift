@@ -291,12 +291,11 @@ struct ChatExchange {
         runtime: GatewayRuntime,
         logger: Logger
     ) async throws {
-        guard let writer = slot.take() else { return }
-        let bodyWriter = try await writer.writeHead(Self.streamHead(response, record: record))
-        record.update {
-            $0.status = response.status.code
-            $0.timeToFirstByte = record.elapsed()
-        }
+        // The head, the events and the end all go through `events`, which writes the head
+        // with the first events (see StreamBodyWriter); Hummingbird's writer is not used.
+        guard slot.take() != nil else { return }
+        let events = StreamBodyWriter(channel: self.channel, head: Self.streamHead(response, record: record))
+        record.update { $0.status = response.status.code }
         let counters = Counters()
         var sent: Int {
             get { counters.sent }
@@ -314,8 +313,8 @@ struct ChatExchange {
             }
         }
         held.forEach(note)
-        let events = StreamBodyWriter(channel: self.channel)
         try await events.write(contentsOf: held.lazy.map(\.bytes))
+        record.update { $0.timeToFirstByte = record.elapsed() }
         // Let go once written: kept, they held their reads' storage (the first read, head
         // and all) for as long as the stream lasts.
         held = []
@@ -352,10 +351,7 @@ struct ChatExchange {
         }
         record.update { $0.eventsSent = sent }
         self.complete(record, runtime: runtime, logger: logger)
-        // The end goes through Hummingbird's writer, which writes at once when called on
-        // the connection's loop: what is pending in ours must be written first.
-        events.flushPending()
-        try await bodyWriter.finish(nil)
+        try await events.finish()
     }
 
     /// The head of a streamed response.
