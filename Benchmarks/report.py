@@ -100,8 +100,13 @@ def main():
         theirs = nginx_cpu.get((run["case"], run["concurrency"]))
         run["cpu_ratio_to_nginx"] = round(mine / theirs, 2) if mine and theirs else None
 
+    def system_share(relay):
+        # The kernel's part of the relay's CPU (older results have no system time).
+        cpu, system = relay.get("cpu_seconds"), relay.get("system_cpu_seconds")
+        return f"{100 * system / cpu:.0f}%" if cpu and system is not None else "-"
+
     header = ("target", "conc", "req/s", "chunks/s", "ttfb p50", "ttfb p99", "ttfc p50", "ttfc p99", "gap p99",
-              "CPU µs/chunk", "×nginx", "peak RSS MB", "errors")
+              "CPU µs/chunk", "sys", "×nginx", "peak RSS MB", "errors")
     rows = []
     for run in runs:
         relay = run.get("relay") or {}
@@ -112,6 +117,7 @@ def main():
             number(run["ttfc_ms"].get("p50"), 2), number(run["ttfc_ms"].get("p99"), 2),
             number(run["gap_ms"].get("p99"), 2),
             number(relay.get("cpu_microseconds_per_chunk"), 2),
+            system_share(relay),
             number(run["cpu_ratio_to_nginx"], 2),
             number(relay.get("peak_rss_mb"), 1),
             str(run["errors"]),

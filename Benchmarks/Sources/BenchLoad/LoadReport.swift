@@ -21,6 +21,9 @@ struct LoadReport: Codable, Sendable {
     struct ProcessUsage: Codable, Sendable {
         var pids: [Int32]
         var cpuSeconds: Double
+        /// Of `cpuSeconds`, the kernel's part (`stime`): system calls, the network stack, and
+        /// switching threads. Apart, because a change to the relay's own code moves only the rest.
+        var systemCpuSeconds: Double?
         /// CPU per `data:` event the client received: the relay's cost per relayed chunk.
         var cpuMicrosecondsPerChunk: Double?
         /// The same per thousand chunks, in milliseconds (the unit).
@@ -93,7 +96,7 @@ struct LoadReport: Codable, Sendable {
         ]
         if let relay = self.relay {
             lines.append(
-                "  relay CPU \(number(relay.cpuSeconds)) s, \(number(relay.cpuMicrosecondsPerChunk)) µs/chunk; "
+                "  relay CPU \(number(relay.cpuSeconds)) s (system \(number(relay.systemCpuSeconds))), \(number(relay.cpuMicrosecondsPerChunk)) µs/chunk; "
                     + "RSS \(number(relay.rssBeforeMB, 1)) -> \(number(relay.rssAfterMB, 1)) MB, peak \(number(relay.peakRssMB, 1)) MB"
             )
         }
