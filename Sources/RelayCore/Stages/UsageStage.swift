@@ -74,11 +74,15 @@ struct UsageEventSequence: AsyncSequence, Sendable {
             return nil
         }
 
+        // Switched over as it comes, the event moves out and back in: bound from a `let`
+        // that was then returned, it was copied (callgrind: an outlined copy every event).
         nonisolated(nonsending) mutating func next(before deadline: ContinuousClock.Instant) async throws -> NextBeforeDeadline<StreamEvent> {
             while true {
-                let next = try await self.base.next(before: deadline)
-                guard case .element(let event) = next else { return next }
-                if self.passes(event) { return next }
+                switch try await self.base.next(before: deadline) {
+                case .element(let event): if self.passes(event) { return .element(event) }
+                case .end: return .end
+                case .deadlinePassed: return .deadlinePassed
+                }
             }
         }
 
@@ -86,9 +90,11 @@ struct UsageEventSequence: AsyncSequence, Sendable {
 
         mutating func nextIfReady() throws -> NextBeforeDeadline<StreamEvent> {
             while true {
-                let next = try self.base.nextIfReady()
-                guard case .element(let event) = next else { return next }
-                if self.passes(event) { return next }
+                switch try self.base.nextIfReady() {
+                case .element(let event): if self.passes(event) { return .element(event) }
+                case .end: return .end
+                case .deadlinePassed: return .deadlinePassed
+                }
             }
         }
 
@@ -102,11 +108,15 @@ struct UsageEventSequence: AsyncSequence, Sendable {
                 return true
             }
             let tokens = facts.usage.flatMap(UsageNormalizer.tokens(from:))
+            // The fields the update needs, read first: a closure that captured `facts` held a
+            // copy of the whole (a retain and a release of each of its strings, every event).
+            let model = facts.model
+            let finishReason = facts.finishReason
             self.record.update { record in
                 record.eventsReceived += 1
                 if let tokens { record.tokens = tokens }
-                if record.servedModel == nil, let model = facts.model, !model.isEmpty { record.servedModel = model }
-                if record.finishReason == nil { record.finishReason = facts.finishReason }
+                if record.servedModel == nil, let model, !model.isEmpty { record.servedModel = model }
+                if record.finishReason == nil { record.finishReason = finishReason }
             }
             // With no choices there is nothing a client shows; vendor statistics riding
             // along (llama.cpp's `timings`) are part of the usage report and go with it.

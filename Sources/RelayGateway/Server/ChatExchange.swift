@@ -304,12 +304,16 @@ struct ChatExchange {
         @Sendable func note(_ event: StreamEvent) {
             counters.sent += 1
             if let facts = event.facts {
+                // Fields read before the closure, which would otherwise hold a copy of the whole.
+                let model = facts.model
+                let finishReason = facts.finishReason
+                let carriesContent = facts.carriesContent
                 record.update {
-                    if $0.servedModel == nil { $0.servedModel = facts.model }
-                    if let reason = facts.finishReason, $0.finishReason == nil { $0.finishReason = reason }
-                    if !counters.firstContentSeen, facts.carriesContent { $0.timeToFirstContent = record.elapsed() }
+                    if $0.servedModel == nil { $0.servedModel = model }
+                    if let finishReason, $0.finishReason == nil { $0.finishReason = finishReason }
+                    if !counters.firstContentSeen, carriesContent { $0.timeToFirstContent = record.elapsed() }
                 }
-                if facts.carriesContent { counters.firstContentSeen = true }
+                if carriesContent { counters.firstContentSeen = true }
             }
         }
         held.forEach(note)
