@@ -41,10 +41,9 @@ final class StreamBodyWriter: Sendable {
         var head: HTTPResponse?
         /// Appended by the relay, not yet handed to the channel.
         var pending: ByteBuffer
-        /// ``finish()`` was called: the next flush writes the response's end...
-        var ending = false
-        /// ...and this notes that it has.
-        var ended = false
+        /// Where the response's end is: not asked for, asked for by ``finish()`` (the next
+        /// flush writes it), or written.
+        var end = End.notAsked
         var flushQueued = false
         /// Bytes handed to the channel, in all.
         var flushedBytes = 0
@@ -67,6 +66,10 @@ final class StreamBodyWriter: Sendable {
         /// Handed to the channel, not known to be written.
         var inFlight: Int { self.flushedBytes - self.confirmedBytes }
         var hasRoom: Bool { self.pending.readableBytes + self.inFlight <= StreamBodyWriter.budget }
+    }
+
+    private enum End {
+        case notAsked, asked, written
     }
 
     private let channel: any Channel
@@ -157,8 +160,9 @@ final class StreamBodyWriter: Sendable {
 
     private func finishOnLoop() {
         let first = self.state.withLock { state in
-            defer { state.ending = true }
-            return !state.ending
+            guard case .notAsked = state.end else { return false }
+            state.end = .asked
+            return true
         }
         if first { self.flush() }
     }
@@ -177,9 +181,9 @@ final class StreamBodyWriter: Sendable {
             var taken = self.channel.allocator.buffer(capacity: 0)
             swap(&taken, &state.pending)
             let head = state.head.take()
-            // The end goes once, with the flush that finish() makes or one queued before it.
-            let end = state.ending && !state.ended
-            if end { state.ended = true }
+            // The end goes once, with the flush that finish() makes.
+            let end = state.end == .asked
+            if end { state.end = .written }
             guard isActive else {
                 // Written to a closed channel, with no promise, the bytes would go nowhere unseen.
                 if state.failure == nil { state.failure = ChannelError.ioOnClosedChannel }
@@ -196,23 +200,15 @@ final class StreamBodyWriter: Sendable {
             self.resumeWaiter(after: { _ in })
             return
         }
+        guard head != nil || buffer.readableBytes > 0 || end else { return }
+        // A mark comes only with body bytes (see above): their write carries the promise.
+        let written = mark.map { _ in self.channel.eventLoop.makePromise(of: Void.self) }
         let pipeline = self.channel.pipeline.syncOperations
         if let head { pipeline.write(NIOAny(HTTPResponsePart.head(head)), promise: nil) }
-        let hasBody = buffer.readableBytes > 0
-        guard hasBody || end else {
-            if head != nil { pipeline.flush() }
-            return
-        }
-        guard let mark else {
-            if hasBody { pipeline.write(NIOAny(HTTPResponsePart.body(buffer)), promise: nil) }
-            if end { pipeline.write(NIOAny(HTTPResponsePart.end(nil)), promise: nil) }
-            pipeline.flush()
-            return
-        }
-        let written = self.channel.eventLoop.makePromise(of: Void.self)
-        pipeline.write(NIOAny(HTTPResponsePart.body(buffer)), promise: written)
+        if buffer.readableBytes > 0 { pipeline.write(NIOAny(HTTPResponsePart.body(buffer)), promise: written) }
         if end { pipeline.write(NIOAny(HTTPResponsePart.end(nil)), promise: nil) }
         pipeline.flush()
+        guard let mark, let written else { return }
         written.futureResult.whenComplete { result in
             self.resumeWaiter(after: { state in
                 state.confirmedBytes = max(state.confirmedBytes, mark)
