@@ -52,7 +52,7 @@ struct LoadRun {
             let perChunk = measured.dataEvents > 0 ? cpu * 1_000_000 / Double(measured.dataEvents) : nil
             return LoadReport.ProcessUsage(
                 pids: pids, cpuSeconds: Self.rounded(cpu),
-                systemCpuSeconds: Self.rounded(after.systemCPUSeconds - before.systemCPUSeconds),
+                systemCpuSeconds: Self.rounded(after.systemCpuSeconds - before.systemCpuSeconds),
                 cpuMicrosecondsPerChunk: perChunk.map(Self.rounded),
                 cpuMillisecondsPerThousandChunks: perChunk.map(Self.rounded),
                 cpuMicrosecondsPerContentChunk: measured.contentChunks > 0

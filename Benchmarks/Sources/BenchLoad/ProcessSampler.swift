@@ -3,13 +3,13 @@ import Foundation
 /// CPU time and memory of other processes (the relay, the upstream), read from /proc.
 ///
 /// CPU is `utime + stime` of `/proc/PID/stat` (the system part, `stime`, kept apart too),
-/// which covers every thread of the process; memory
-/// is `VmRSS` and the peak `VmHWM` of `/proc/PID/status`. Several pids are summed, for a relay
-/// made of several processes such as nginx's master and workers.
+/// which covers every thread of the process; memory is `VmRSS` and the peak `VmHWM` of
+/// `/proc/PID/status`. Several pids are summed, for a relay made of several processes such
+/// as nginx's master and workers.
 struct ProcessSample: Sendable {
     var cpuSeconds: Double
     /// Of `cpuSeconds`, the time spent in the kernel on the process's behalf.
-    var systemCPUSeconds: Double
+    var systemCpuSeconds: Double
     var residentBytes: UInt64
     var peakResidentBytes: UInt64
     /// Proportional set size: shared pages divided among the processes that map them. Summed
@@ -19,11 +19,11 @@ struct ProcessSample: Sendable {
     /// Nil when no pid is given or one of them is gone.
     static func read(pids: [Int32]) -> ProcessSample? {
         guard !pids.isEmpty else { return nil }
-        var total = ProcessSample(cpuSeconds: 0, systemCPUSeconds: 0, residentBytes: 0, peakResidentBytes: 0, proportionalBytes: 0)
+        var total = ProcessSample(cpuSeconds: 0, systemCpuSeconds: 0, residentBytes: 0, peakResidentBytes: 0, proportionalBytes: 0)
         for pid in pids {
             guard let cpu = self.cpuSeconds(pid: pid), let memory = self.memory(pid: pid) else { return nil }
             total.cpuSeconds += cpu.user + cpu.system
-            total.systemCPUSeconds += cpu.system
+            total.systemCpuSeconds += cpu.system
             total.residentBytes += memory.resident
             total.peakResidentBytes += memory.peak
             if let pss = self.proportionalBytes(pid: pid), let sum = total.proportionalBytes {

@@ -183,6 +183,7 @@ extension JSONParser {
                 return
             }
             guard !(try parser.skipValue()) else { return }
+            // `content` (in `contentKeys` too) first: the common one, without hashing a name.
             if key.is("content") || ChunkFacts.contentKeys.contains(key.string) {
                 facts.carriesContent = true
             } else {
