@@ -239,6 +239,35 @@ struct HostileClientTests {
         #expect(try await gateway.stop() == 0)
     }
 
+    /// The connection's request timer is armed by its first request and stays armed after
+    /// it (it is re-armed when it fires, not per request): a later request that never ends
+    /// must still get its 408, and a complete one must still be served.
+    @Test("Keep-alive: after a served request, a head that never ends on the same connection gets 408; another connection's requests are served meanwhile")
+    func requestTimeoutAfterServedRequest() async throws {
+        let gateway = try await GatewayProcess.start(config: Self.config())
+        let socket = gateway.socketPath
+        async let responses = onOwnThread { () -> [String] in
+            let connection = try Connection(socket)
+            connection.send(RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "grok-4-fast", stream: false)))
+            let served = connection.readResponse()
+            connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: appl")
+            return [served, connection.readResponse()]
+        }
+        let others = try await onOwnThread { () -> [String] in
+            let connection = try Connection(socket)
+            return (0..<3).map { _ in
+                connection.send(RawUnixClient.post("/v1/chat/completions", json: GatewayEndToEndTests.chatBody(model: "grok-4-fast", stream: true)))
+                return connection.readResponse()
+            }
+        }
+        for response in others { #expect(response.hasPrefix("HTTP/1.1 200") && response.contains("data: [DONE]"), "\(response.prefix(200))") }
+        let (served, refused) = try await (responses[0], responses[1])
+        #expect(served.hasPrefix("HTTP/1.1 200"), "\(served.prefix(200))")
+        #expect(refused.hasPrefix("HTTP/1.1 408"), "\(refused)")
+        #expect(refused.contains(#""code":"request_timeout""#))
+        #expect(try await gateway.stop() == 0)
+    }
+
     @Test("Pipelining: a stream, a whole answer, a health check and another stream written back to back are answered in order, complete")
     func pipelined() async throws {
         let gateway = try await GatewayProcess.start(config: Self.config())

@@ -118,17 +118,22 @@ final class UpstreamConnectionPool: @unchecked Sendable {
         self.maximumConnections = maximumConnections
     }
 
+    /// An idle connection that is still usable, if there is one (the most recently used).
+    func takeIdle() -> UpstreamConnection? {
+        self.eventLoop.preconditionInEventLoop()
+        while let connection = self.idle.popLast() {
+            connection.idleSince = nil
+            if connection.isUsable { return connection }
+        }
+        return nil
+    }
+
     /// An idle connection (unless `fresh`), a new one, or the next to be released.
     func acquire(fresh: Bool) -> EventLoopFuture<UpstreamConnection> {
-        self.eventLoop.preconditionInEventLoop()
-        if !fresh {
-            while let connection = self.idle.popLast() {
-                connection.idleSince = nil
-                if connection.isUsable {
-                    return self.eventLoop.makeSucceededFuture(connection)
-                }
-            }
+        if !fresh, let connection = self.takeIdle() {
+            return self.eventLoop.makeSucceededFuture(connection)
         }
+        self.eventLoop.preconditionInEventLoop()
         if self.openCount < self.maximumConnections || fresh {
             return self.connect()
         }
