@@ -69,12 +69,13 @@ public struct JournaldLogHandler: LogHandler {
         entry.append("CODE_LINE", String(event.line))
         entry.append("CODE_FUNC", event.function)
         entry.append("LOGGER_LABEL", self.label)
-        Logger.Metadata.forEachMerged(self.metadata, provider: self.metadataProvider, event: event) { key, value in
-            guard var name = JournalFieldName.sanitized(key) else { return }
+        let merged = Logger.Metadata.merged(self.metadata, provider: self.metadataProvider, event: event)
+        for index in merged.order {
+            guard var name = JournalFieldName.sanitized(merged.keys[index]) else { continue }
             if Self.ownFieldNames.contains(name) {
                 name = "F_" + name
             }
-            let text = value.description
+            let text = merged.values[index].description
             entry.append(name, name == "MESSAGE_ID" ? Self.messageID(text) : text)
         }
         return entry
