@@ -143,6 +143,93 @@ struct ChatRequestTests {
         #expect(try self.json(request.body).objectValue?["model"] == nil)
     }
 
+    /// What the request's checks say of `bytes` when its tree is parsed whole, as they did
+    /// before the body was checked without one: an error code, or nil when accepted.
+    static func codeFromTree(_ bytes: [UInt8]) -> String? {
+        guard let document = try? JSONValue(parsing: bytes), case .object(let object) = document else { return "invalid_json" }
+        guard let model = object["model"]?.stringValue, !model.isEmpty else { return "missing_model" }
+        guard let messages = object["messages"]?.arrayValue else { return "missing_messages" }
+        guard !messages.isEmpty else { return "empty_messages" }
+        switch object["stream"] {
+        case nil, .null?, .bool?: return nil
+        default: return "invalid_stream"
+        }
+    }
+
+    static let message = Array(#""messages":[{"role":"user","content":"hi"}]"#.utf8)
+    static func object(_ parts: [UInt8]...) -> [UInt8] { [UInt8(ascii: "{")] + Array(parts.joined()) + [UInt8(ascii: "}")] }
+    static func text(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+    /// Bodies at the edges of what the parser accepts: the check without a tree must refuse
+    /// and accept the same ones, for the same reason, and read the same model and stream.
+    static let edgeBodies: [(String, [UInt8])] = [
+        ("plain", object(text(#""model":"m","#), message)),
+        ("multibyte text and names", object(text(#""model":"Olá","módel":"é","#), message, text(#","x":"日本語 😀""#))),
+        ("invalid UTF-8 in a value", object(text(#""model":"m","#), message, text(#","x":""#), [0xC3, 0x28], text(#"""#))),
+        ("invalid UTF-8 in a nested name", object(text(#""model":"m","messages":[{""#), [0xFF], text(#"":"user"}]"#))),
+        ("invalid UTF-8 in a top-level name", object(text(#""model":"m","#), message, text(#",""#), [0x80], text(#"":1"#))),
+        ("an overlong encoding", object(text(#""model":"m","#), message, text(#","x":""#), [0xC0, 0xAF], text(#"""#))),
+        ("a surrogate as UTF-8", object(text(#""model":"m","#), message, text(#","x":""#), [0xED, 0xA0, 0x80], text(#"""#))),
+        ("a truncated sequence before an escape", object(text(#""model":"m","#), message, text(#","x":"a"#), [0xE6, 0x97], text(#"\n""#))),
+        ("a continuation byte after an escape", object(text(#""model":"m","#), message, text(#","x":"\n"#), [0x97], text(#"""#))),
+        ("escapes and surrogates, paired and lone", object(text(#""model":"m\u00e1","#), message, text(#","x":"\ud83d\ude00 \ud800 \udc00 \ud800\u0041 \/\b\f\r\t""#))),
+        ("a bad escape", object(text(#""model":"m","#), message, text(#","x":"\x""#))),
+        ("a short \\u escape", object(text(#""model":"m","#), message, text(#","x":"\u12""#))),
+        ("a surrogate then a bad \\u escape", object(text(#""model":"m","#), message, text(#","x":"\ud800\uZZZZ""#))),
+        ("a raw tab in a string", object(text(#""model":"m","#), message, text(",\"x\":\"a\tb\""))),
+        ("a number out of range", object(text(#""model":"m","#), message, text(#","t":[1e999]"#))),
+        ("numbers at the grammar's edges", object(text(#""model":"m","#), message, text(#","t":[-0,0.5e-3,1E+2,-12345678901234567890]"#))),
+        ("a number with a leading zero", object(text(#""model":"m","#), message, text(#","t":01"#))),
+        ("a number without digits after the point", object(text(#""model":"m","#), message, text(#","t":1."#))),
+        ("a literal cut short", object(text(#""model":"m","#), message, text(#","t":tru"#))),
+        ("512 levels deep", object(text(#""model":"m","#), message, text(#","t":"#), text(String(repeating: "[", count: 511) + String(repeating: "]", count: 511)))),
+        ("513 levels deep", object(text(#""model":"m","#), message, text(#","t":"#), text(String(repeating: "[", count: 512) + String(repeating: "]", count: 512)))),
+        ("text after the object", object(text(#""model":"m","#), message) + text(" x")),
+        ("whitespace around the object", text(" \n") + object(text(#""model":"m","#), message) + text("\r\n\t ")),
+        ("model named twice, the last empty", object(text(#""model":"m","model":"","#), message)),
+        ("model named twice, the last a string", object(text(#""model":1,"model":"m","#), message)),
+        ("messages named twice, the last empty", object(text(#""model":"m","#), message, text(#","messages":[]"#))),
+        ("messages named twice, the last not an array", object(text(#""model":"m","#), message, text(#","messages":{}"#))),
+        ("stream named twice, the last a boolean", object(text(#""model":"m","stream":"yes","stream":true,"#), message)),
+        ("stream null", object(text(#""model":"m","stream":null,"#), message)),
+        ("stream a string", object(text(#""model":"m","stream":"true","#), message)),
+        ("stream a number", object(text(#""model":"m","stream":1,"#), message)),
+        ("model's name written with an escape", object(text(#""mod\u0065l":"m","#), message)),
+        ("model not a string", object(text(#""model":["m"],"#), message)),
+        ("an array", text(#"[{"model":"m"}]"#)),
+        ("a string", text(#""model""#)),
+        ("an unterminated object", text(#"{"model":"m","#) + message),
+        ("nothing", []),
+        ("only whitespace", text(" \n")),
+    ]
+
+    @Test("The body is checked without a tree: refused exactly when the tree's checks refuse it, for the same reason, and read the same", arguments: Self.edgeBodies.indices)
+    func checkedAsTheTreeWouldBe(index: Int) throws {
+        let (label, bytes) = Self.edgeBodies[index]
+        let expected = Self.codeFromTree(bytes)
+        switch Result(catching: { () throws(RelayError) in try ChatRequest(body: ByteBuffer(bytes: bytes)) }) {
+        case .success(let request):
+            #expect(expected == nil, "\(label): accepted, the tree's checks say \(expected ?? "")")
+            let tree = try JSONValue(parsing: bytes).objectValue ?? [:]
+            #expect(request.model == tree["model"]?.stringValue, "\(label)")
+            #expect(request.stream == (tree["stream"]?.boolValue ?? false), "\(label)")
+            #expect(request.messages == tree["messages"]?.arrayValue, "\(label)")
+            #expect(request.json == tree, "\(label)")
+        case .failure(let error):
+            #expect(error.code == expected, "\(label): refused with \(error.code ?? "nil"), the tree's checks say \(expected ?? "accept")")
+        }
+    }
+
+    @Test("member(_:) reads one member as the tree has it; a name given twice counts by its last value")
+    func members() throws {
+        let request = try self.parse(#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":1,"n":2,"o":{"a":[true,null]}}"#)
+        #expect(request.member("n") == 2)
+        #expect(request.member("o") == ["a": [true, nil]])
+        #expect(request.member("absent") == nil)
+        #expect(request.member("messages") == request.json["messages"])
+        #expect(request.upstreamModel == "m")
+    }
+
     @Test("RelayError.jsonBody is {error:{message,type,code}}")
     func jsonBody() throws {
         let error = RelayError.invalidRequest("You must provide a model parameter.", code: "missing_model")

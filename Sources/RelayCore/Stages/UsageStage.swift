@@ -23,9 +23,11 @@ public struct UsageStage: StreamStage {
 
     public func handle(_ request: ChatRequest, context: StageContext, next: @escaping ChatHandler) async throws -> ChatResponse {
         var upstreamRequest = request
-        let usageAdded = request.stream && !request.clientRequestedStreamUsage
+        // Read once: the request's `clientRequestedStreamUsage`, and the options kept.
+        let clientOptions = request.stream ? request.member("stream_options") : nil
+        let usageAdded = request.stream && clientOptions?["include_usage"]?.boolValue != true
         if usageAdded {
-            var options = request.json["stream_options"]?.objectValue ?? [:]
+            var options = clientOptions?.objectValue ?? [:]
             options["include_usage"] = true
             upstreamRequest.set("stream_options", to: .object(options))
         }

@@ -432,6 +432,74 @@ struct JSONParser {
         guard let value = Double(text), value.isFinite else { throw Failure(message: "number out of range", offset: start) }
         return value
     }
+
+    // MARK: Checking without building
+
+    /// Walks the value at the current position as ``parseValue()`` would and refuses
+    /// exactly what it refuses (the grammar, the depth limit, numbers out of range, UTF-8 in
+    /// strings and member names), without building it: a client's request is checked whole
+    /// and read in part (``ChatRequest``).
+    mutating func checkValue() throws(Failure) {
+        guard let byte = self.current else { throw self.failure("unexpected end of input") }
+        switch byte {
+        case UInt8(ascii: "{"):
+            try self.members { parser, key throws(Failure) in
+                try parser.checkName(key)
+                try parser.checkValue()
+            }
+        case UInt8(ascii: "["):
+            try self.elements { parser throws(Failure) in try parser.checkValue() }
+        case UInt8(ascii: "\""): try self.checkString()
+        case UInt8(ascii: "t"): try self.expect("true")
+        case UInt8(ascii: "f"): try self.expect("false")
+        case UInt8(ascii: "n"): try self.expect("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try self.parseNumber()
+        default: throw self.failure("unexpected character")
+        }
+    }
+
+    /// A member name's UTF-8 checked, as ``text(of:)`` checks it (a name with escapes was
+    /// checked when it was decoded).
+    func checkName(_ key: ScannedKey) throws(Failure) {
+        guard key.decoded == nil, !key.raw.allSatisfy({ $0 < 0x80 }) else { return }
+        _ = try self.text(of: key)
+    }
+
+    /// Walks the string at the current position as ``parseString()`` would and refuses what
+    /// it refuses, without making it. Each run of plain bytes has its UTF-8 checked alone:
+    /// an escape always stands for whole characters, so a run that is valid UTF-8 on its
+    /// own is valid next to them, and one that is not cannot be mended by them.
+    mutating func checkString() throws(Failure) {
+        self.index += 1  // "
+        while true {
+            let start = self.index
+            let (end, ascii) = self.plainRun(from: start)
+            if !ascii { _ = try self.decodeUTF8(start..<end) }
+            self.index = end
+            guard let byte = self.current else { throw self.failure("unterminated string") }
+            switch byte {
+            case UInt8(ascii: "\""):
+                self.index += 1
+                return
+            case UInt8(ascii: "\\"):
+                self.index += 1
+                guard let escape = self.current else { throw self.failure("unterminated string") }
+                self.index += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    continue
+                case UInt8(ascii: "u"):
+                    // A surrogate, paired or not, is accepted (a lone one becomes U+FFFD).
+                    _ = try self.hex4()
+                default:
+                    throw self.failure("unknown escape")
+                }
+            default:
+                throw self.failure("control character in a string")
+            }
+        }
+    }
 }
 
 /// A member name as ``JSONParser`` met it: its bytes in the document, or (when it had

@@ -67,8 +67,8 @@ public struct CassetteUpstream: ChatUpstream {
     }
 
     public func send(_ request: ChatRequest, context: StageContext) async throws -> ChatResponse {
-        let model = request.json["model"]?.stringValue ?? request.model
-        let key = MatchKey(model: model, messages: request.json["messages"] ?? .null, stream: request.stream)
+        let model = request.upstreamModel ?? request.model
+        let key = MatchKey(model: model, messages: request.member("messages") ?? .null, stream: request.stream)
         guard let interaction = self.interactions[key] else {
             throw RelayError(
                 status: .notFound,

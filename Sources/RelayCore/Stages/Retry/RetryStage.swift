@@ -100,7 +100,7 @@ public struct RetryStage: StreamStage {
 
     public func handle(_ request: ChatRequest, context: StageContext, next: @escaping ChatHandler) async throws -> ChatResponse {
         let elapsed = Self.stopwatch(self.clock)
-        let primary = RouteTarget(upstream: context.upstreamName, model: request.json["model"]?.stringValue ?? request.model)
+        let primary = RouteTarget(upstream: context.upstreamName, model: request.upstreamModel ?? request.model)
         var random = SystemRandomNumberGenerator()
         var lastFailure: Failure?
         for target in [primary] + context.fallbacks {
