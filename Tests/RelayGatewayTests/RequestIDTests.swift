@@ -20,4 +20,13 @@ struct RequestIDTests {
         let shared = zip(first, second).prefix { $0 == $1 }.count
         #expect(shared < 10, "\(first) \(second)")
     }
+
+    static let digitCases: [(UInt64, UInt64)] = [
+        (0, 0), (1, 0xF), (0xA, 0x10), (0x0FFF_FFFF_FFFF_FFFF, 0xFFFF), (UInt64.max, 0x1234), (0x8000_0000_0000_0000, 0x100),
+    ]
+
+    @Test("written as String(_:radix: 16) writes it", arguments: Self.digitCases)
+    func digits(mixed: UInt64, suffix: UInt64) {
+        #expect(ChatExchange.requestID(mixed, suffix: suffix) == "req_" + String(mixed, radix: 16) + String(suffix, radix: 16))
+    }
 }
