@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOPosix
 import Synchronization
 import Testing
@@ -42,7 +44,9 @@ struct StreamBodyWriterTests {
         let server: Int32
         let client: Int32
 
-        static func make() async throws -> SocketPair {
+        /// `http`: the channel has the server's HTTP encoding (NIO's encoder and the
+        /// HTTP types codec, as Hummingbird sets them up) instead of ``BodyBytes``.
+        static func make(http: Bool = false) async throws -> SocketPair {
             var descriptors: [Int32] = [0, 0]
             #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &descriptors) == 0)
             // A client read that gets nothing for 30 s fails the test instead of hanging it.
@@ -51,7 +55,15 @@ struct StreamBodyWriterTests {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let bodyBytes = BodyBytes()
             let channel = try await ClientBootstrap(group: group)
-                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bodyBytes) } }
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if http {
+                            try channel.pipeline.syncOperations.addHandlers([HTTPResponseEncoder(), HTTP1ToHTTPServerCodec(secure: false)])
+                        } else {
+                            try channel.pipeline.syncOperations.addHandler(bodyBytes)
+                        }
+                    }
+                }
                 .withConnectedSocket(descriptors[0])
                 .get()
             return SocketPair(group: group, channel: channel, bodyBytes: bodyBytes, server: descriptors[0], client: descriptors[1])
@@ -79,6 +91,19 @@ struct StreamBodyWriterTests {
                 filled += got
             }
             return bytes
+        }
+
+        /// Reads until what has come ends with `suffix` (nil if the socket ends first or
+        /// nothing comes for 30 s).
+        func read(until suffix: [UInt8]) -> [UInt8]? {
+            var received: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while !received.reversed().starts(with: suffix.reversed()) {
+                let got = chunk.withUnsafeMutableBytes { Foundation.read(self.client, $0.baseAddress!, $0.count) }
+                guard got > 0 else { return nil }
+                received += chunk[..<got]
+            }
+            return received
         }
 
         func close() async throws {
@@ -163,6 +188,56 @@ struct StreamBodyWriterTests {
         #expect(try await reading.value == expected)
         #expect(pair.bodyBytes.flushes.load(ordering: .relaxed) <= 3)
         try await pair.close()
+    }
+
+    /// The writer frames body parts itself and writes them below the HTTP handlers: what
+    /// arrives must be the HTTP/1.1 response NIO's encoder would have written, head with
+    /// chunked framing, each flush one chunk, then the last chunk.
+    @Test("Through the server's HTTP encoding: a chunked HTTP/1.1 response whose chunks hold the events, in order, then the last chunk")
+    func chunkedThroughTheEncoder() async throws {
+        let pair = try await SocketPair.make(http: true)
+        var head = HTTPResponse(status: .ok)
+        head.headerFields[.contentType] = "text/event-stream"
+        let writer = StreamBodyWriter(channel: pair.channel, head: head)
+        let reading = Task { try await onOwnThread { pair.read(until: Array("\r\n0\r\n\r\n".utf8)) } }
+        let short = Array("data: {}\n\n".utf8)
+        try await writer.write(contentsOf: [pair.channel.allocator.buffer(bytes: short), pair.channel.allocator.buffer(bytes: Self.event(0))])
+        for index in 1..<40 { try await writer.write(pair.channel.allocator.buffer(bytes: Self.event(index))) }
+        try await writer.finish()
+        let received = try #require(try await reading.value)
+        let text = String(decoding: received, as: UTF8.self)
+        let headEnd = try #require(text.range(of: "\r\n\r\n"))
+        let headLines = text[..<headEnd.lowerBound].lowercased().split(separator: "\r\n")
+        #expect(headLines.first == "http/1.1 200 ok")
+        #expect(headLines.contains("transfer-encoding: chunked"))
+        #expect(headLines.contains("content-type: text/event-stream"))
+        // The body, unframed chunk by chunk: sizes in hex, each chunk's bytes, CRLF after each.
+        var body = Array(received[text.utf8.distance(from: text.utf8.startIndex, to: headEnd.upperBound)...])
+        var data: [UInt8] = []
+        var chunks = 0
+        while true {
+            let lineEnd = try #require(body.indices.dropLast().first { body[$0] == 13 && body[$0 + 1] == 10 })
+            let size = try #require(Int(String(decoding: body[..<lineEnd], as: UTF8.self), radix: 16))
+            body.removeFirst(lineEnd + 2)
+            if size == 0 { break }
+            data += body[..<size]
+            #expect(Array(body[size..<(size + 2)]) == [13, 10], "CRLF after chunk \(chunks)")
+            body.removeFirst(size + 2)
+            chunks += 1
+        }
+        #expect(body == [13, 10], "the last chunk's CRLF ends the response")
+        #expect(data == short + (0..<40).flatMap(Self.event), "every event, in order, once")
+        #expect(chunks >= 1)
+        try await pair.close()
+    }
+
+    @Test("A part is framed as its size in hex, CRLF, its bytes and CRLF", arguments: [1, 15, 16, 255, 256, 4096, 65535, 1 << 20])
+    func chunkFraming(size: Int) {
+        var part = ByteBuffer(repeating: 0xEE, count: StreamBodyWriter.chunkHeaderRoom)
+        part.writeRepeatingByte(UInt8(ascii: "x"), count: size)
+        StreamBodyWriter.frameChunk(&part)
+        let expected = Array((String(size, radix: 16) + "\r\n").utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: size) + [13, 10]
+        #expect(Array(part.readableBytesView) == expected)
     }
 
     @Test("A head with no events yet goes out at once")
