@@ -245,7 +245,8 @@ final class StreamBodyWriter: Sendable {
         let written = mark.map { _ in self.channel.eventLoop.makePromise(of: Void.self) }
         let pipeline = self.channel.pipeline.syncOperations
         if let head { pipeline.write(NIOAny(HTTPResponsePart.head(head)), promise: nil) }
-        var body = buffer
+        // Consumed: a second reference would make framing copy the part.
+        var body = consume buffer
         var encoder: ChannelHandlerContext?
         if self.framesChunks, body.readableBytes > 0 {
             encoder = self.encoderContext()
