@@ -10,10 +10,10 @@ import Synchronization
 /// and flushes it with its own `writev`: per relayed chunk a hop between threads, a trip
 /// through the HTTP encoder (a chunk header each) and a system call, which were most of
 /// what a relayed chunk cost. Here the relay appends an event's bytes to a pending buffer
-/// and, if no flush is on its way, flushes (on the connection's loop) or asks the loop for
-/// a flush (off it), which takes everything pending by the time it runs. So a burst of
-/// events goes out in one chunked-encoding part and one system call, and a lone event
-/// still goes out at once: nothing waits for a timer or a batch size.
+/// and, if no flush is on its way, asks the event loop for one; the flush takes everything
+/// pending by the time it runs. So a burst of events goes out in one chunked-encoding part
+/// and one system call, and a lone event still goes out at once: nothing waits for a
+/// timer or a batch size.
 ///
 /// Memory is bounded: once more than ``budget`` bytes are pending or written but not yet
 /// known to be taken by the kernel, ``write(_:)`` waits. A client that does not read
@@ -179,14 +179,7 @@ final class StreamBodyWriter: Sendable {
             return (queueFlush, state.hasRoom)
         }
         if queueFlush {
-            if self.channel.eventLoop.inEventLoop {
-                // The relay's task on the connection's loop: the relay hands over what is ready
-                // in one call, so there is nothing to gather by waiting for the loop's next
-                // task, which cost a queued closure per flush (an event, when they trickle).
-                self.flush()
-            } else {
-                self.channel.eventLoop.execute { self.flush() }
-            }
+            self.channel.eventLoop.execute { self.flush() }
         }
         if !hasRoom { try await self.waitForRoom() }
     }
