@@ -240,6 +240,28 @@ struct StreamBodyWriterTests {
         #expect(Array(part.readableBytesView) == expected)
     }
 
+    /// On the connection's loop, `atOnce` flushes before `write` returns; without it the
+    /// flush waits for the loop's next task (so that calls made one event at a time in one
+    /// tick go out in one write). Checked on the loop, where that task cannot have run yet.
+    @Test("On the connection's loop, a write at once is flushed before it returns; a write without waits for the loop's next task")
+    func flushAtOnceOnTheLoop() async throws {
+        let pair = try await SocketPair.make()
+        let executor = EventLoopTaskExecutor(pair.channel.eventLoop)
+        let writer = StreamBodyWriter(channel: pair.channel)
+        let (onLoop, atOnce, deferred) = try await Task(executorPreference: executor) { () async throws -> (Bool, Int, Int) in
+            try await writer.write(contentsOf: [pair.channel.allocator.buffer(bytes: Self.event(0))], atOnce: true)
+            let onLoop = pair.channel.eventLoop.inEventLoop
+            let atOnce = pair.bodyBytes.flushes.load(ordering: .relaxed)
+            try await writer.write(contentsOf: [pair.channel.allocator.buffer(bytes: Self.event(1))])
+            return (onLoop, atOnce, pair.bodyBytes.flushes.load(ordering: .relaxed))
+        }.value
+        #expect(onLoop)
+        #expect(atOnce == 1, "flushed before the write returned")
+        #expect(deferred == 1, "the second flush waits for the loop's next task")
+        #expect(Self.isStream(try await onOwnThread { pair.read(2 * 1024) }, of: 2), "both events, in order")
+        try await pair.close()
+    }
+
     @Test("A head with no events yet goes out at once")
     func headAlone() async throws {
         let pair = try await SocketPair.make()

@@ -557,7 +557,8 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
             }
             // What was taken (and counted as sent) goes out before the end: a failure or the
             // drain's error event ends the stream after it.
-            try await self.writer.write(contentsOf: batch)
+            // With ready paths beneath, a round holds everything ready: flushed at once.
+            try await self.writer.write(contentsOf: batch, atOnce: takesReady)
             sinceYield += batch.count
             batch.removeAll(keepingCapacity: true)
             switch end {
