@@ -7,6 +7,11 @@ struct MergedMetadata {
     var values: [Logger.MetadataValue] = []
     /// Positions in `keys` and `values`, sorted by key, the one that wins for each key.
     var order: [Int] = []
+
+    mutating func add(_ key: String, _ value: Logger.MetadataValue) {
+        self.keys.append(key)
+        self.values.append(value)
+    }
 }
 
 extension Logger.Metadata {
@@ -31,27 +36,16 @@ extension Logger.Metadata {
         var merged = MergedMetadata()
         merged.keys.reserveCapacity(capacity)
         merged.values.reserveCapacity(capacity)
-        for (key, value) in own {
-            merged.keys.append(key)
-            merged.values.append(value)
-        }
+        for (key, value) in own { merged.add(key, value) }
         if let provided = provider?.get() {
-            for (key, value) in provided {
-                merged.keys.append(key)
-                merged.values.append(value)
-            }
+            for (key, value) in provided { merged.add(key, value) }
         }
         if let explicit = event.metadata {
-            for (key, value) in explicit {
-                merged.keys.append(key)
-                merged.values.append(value)
-            }
+            for (key, value) in explicit { merged.add(key, value) }
         }
         if let error = event.error {
-            merged.keys.append("error.message")
-            merged.values.append("\(error)")
-            merged.keys.append("error.type")
-            merged.values.append("\(String(reflecting: type(of: error)))")
+            merged.add("error.message", "\(error)")
+            merged.add("error.type", "\(String(reflecting: type(of: error)))")
         }
         // Positions sorted by key, then by position. ASCII keys that differ in their first
         // eight bytes are ordered by those bytes as a number (the same order as the strings');

@@ -29,7 +29,7 @@ public struct ChatRequest: Sendable {
         let checked: Checked?
         do {
             checked = try body.withUnsafeReadableBytes { raw in
-                try Self.check(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count))
+                try Self.check(raw.assumingMemoryBound(to: UInt8.self))
             }
         } catch {
             throw .invalidRequest("The request body is not valid JSON.", code: "invalid_json")
@@ -117,13 +117,14 @@ public struct ChatRequest: Sendable {
 
     /// The whole body as a JSON object, parsed anew: for stages that read much of it.
     public var json: [String: JSONValue] {
-        Self.tree(self.body)?.objectValue ?? [:]
+        let tree = self.body.withUnsafeReadableBytes { raw in try? JSONParser.parse(raw.assumingMemoryBound(to: UInt8.self)) }
+        return tree?.objectValue ?? [:]
     }
 
     /// The top-level member `key`, parsed alone; nil when the body has none.
     public func member(_ key: String) -> JSONValue? {
         let value: JSONValue?? = self.body.withUnsafeReadableBytes { raw in
-            let bytes = UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count)
+            let bytes = raw.assumingMemoryBound(to: UInt8.self)
             // Nil when the name comes twice: the tree says which value counts.
             guard let found = Self.topLevelMember(key, in: bytes) else { return nil }
             guard let range = found.value else { return .some(nil) }
@@ -158,19 +159,12 @@ public struct ChatRequest: Sendable {
         if key == "model" { self.upstreamModel = value?.stringValue }
     }
 
-    /// The body parsed whole.
-    private static func tree(_ body: ByteBuffer) -> JSONValue? {
-        body.withUnsafeReadableBytes { raw in
-            try? JSONParser.parse(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), count: raw.count))
-        }
-    }
-
     /// `body` (a valid JSON object) with the top-level member `key` set to `value`: the
     /// value's bytes replaced, or `,"key":value` put before the closing brace. Nil when
     /// `key` is there more than once.
     private static func edited(_ body: ByteBuffer, setting key: String, to value: JSONValue) -> ByteBuffer? {
         let found = body.withUnsafeReadableBytes { raw in
-            raw.withMemoryRebound(to: UInt8.self) { bytes in Self.topLevelMember(key, in: bytes) }
+            Self.topLevelMember(key, in: raw.assumingMemoryBound(to: UInt8.self))
         }
         guard let (valueRange, closingBrace) = found else { return nil }
         var inserted: [UInt8] = []
