@@ -369,10 +369,9 @@ struct ChatExchange {
                 if carriesContent { counters.firstContentSeen = true }
             }
         }
-        held.forEach(note)
         // At once: `held` is everything ready (see takeReady(from:into:)), and the relay, if
         // any, starts only after this.
-        try await events.write(contentsOf: held.lazy.map(\.bytes), atOnce: true)
+        try await events.write(contentsOf: Self.bytes(of: held, noting: note), atOnce: true)
         record.update { $0.timeToFirstByte = record.elapsed() }
         // Let go once written: kept, they held their reads' storage (the first read, head
         // and all) for as long as the stream lasts.
@@ -411,6 +410,18 @@ struct ChatExchange {
         record.update { $0.eventsSent = sent }
         self.complete(record, runtime: runtime, logger: logger)
         try await events.finish()
+    }
+
+    /// The events' bytes, each event noted: an array, which the writer walks twice (to size
+    /// its buffer, then to fill it).
+    private static func bytes(of held: [StreamEvent], noting note: (StreamEvent) -> Void) -> [ByteBuffer] {
+        var parts: [ByteBuffer] = []
+        parts.reserveCapacity(held.count)
+        for event in held {
+            note(event)
+            parts.append(event.bytes)
+        }
+        return parts
     }
 
     /// The head of a streamed response.
