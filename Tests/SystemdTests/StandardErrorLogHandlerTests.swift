@@ -47,13 +47,18 @@ struct StandardErrorLogHandlerTests {
 
     @Test("Metadata keys that share their first bytes, or are prefixes of others, in string order; repeats once")
     func keyOrder() throws {
-        let keys = ["events_sent", "caller_uid", "events_received", "a", "caller_gid", "abcdefghij", "abcdefgh", "ab", "caller_pid", "zz", "B"]
+        // Keys the same in their first 8 and first 16 bytes (which are compared as numbers),
+        // and longer ones that differ only after 16.
+        let keys = [
+            "events_sent", "caller_uid", "events_received", "a", "caller_gid", "abcdefghij", "abcdefgh", "ab", "caller_pid", "zz", "B",
+            "completion_tokens_b", "completion_tokens", "completion_token", "completion_tokens_a", "cached_prompt_tokens",
+        ]
         let written = try self.line { logger in
             for key in keys { logger[metadataKey: key] = "1" }
-            logger.info("done", metadata: ["caller_pid": "2", "abcdefghi": "3"])
+            logger.info("done", metadata: ["caller_pid": "2", "abcdefghi": "3", "completion_tokens_a": "4"])
         }
         let expected = (keys + ["abcdefghi"]).sorted().map { key in
-            "\(key)=\(key == "caller_pid" ? "2" : key == "abcdefghi" ? "3" : "1")"
+            "\(key)=\(key == "caller_pid" ? "2" : key == "abcdefghi" ? "3" : key == "completion_tokens_a" ? "4" : "1")"
         }
         #expect(written.hasSuffix(" info gateway: \(expected.joined(separator: " ")) [SystemdTests] done\n"), "\(written)")
     }
