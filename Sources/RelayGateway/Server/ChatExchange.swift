@@ -114,11 +114,12 @@ struct ChatExchange {
         let task = StreamTasks.$executor.withValue(preferred) { StreamTasks.start { try await operation() } }
         // Registered without waiting for the loop: a close seen before the registration runs
         // calls back at once, and the loop runs the removal after it (both are queued on it,
-        // in order), so a kept-alive connection's next request never meets this callback.
-        // A pipeline without the watch has been torn down: the client went before the
-        // registration ran (a loaded CI machine showed it: the retries ran on for a client
-        // long gone).
-        channel.eventLoop.execute {
+        // in order, or both done at once when this runs on the loop, as a connection's task
+        // does: a task of the loop each cost about 1,500 instructions), so a kept-alive
+        // connection's next request never meets this callback. A pipeline without the watch
+        // has been torn down: the client went before the registration ran (a loaded CI
+        // machine showed it: the retries ran on for a client long gone).
+        Self.onLoop(of: channel) {
             guard let watch = try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self) else {
                 task.cancel()
                 return
@@ -126,9 +127,18 @@ struct ChatExchange {
             watch.watchClose { task.cancel() }
         }
         defer {
-            channel.eventLoop.execute { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
+            Self.onLoop(of: channel) { try? channel.pipeline.syncOperations.handler(type: ClientWatchHandler.self).unwatchClose() }
         }
         return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    }
+
+    /// Runs `body` on `channel`'s event loop: now if this is the loop, else queued on it.
+    private static func onLoop(of channel: any Channel, _ body: @escaping @Sendable () -> Void) {
+        if channel.eventLoop.inEventLoop {
+            body()
+        } else {
+            channel.eventLoop.execute(body)
+        }
     }
 
     /// Writes the request's record: the journal entry, the ledger line, the metrics. Called
