@@ -24,10 +24,6 @@ struct ChatExchange {
     /// Events held before the head is sent; past this many the head goes out anyway.
     static let maximumHeldEvents = 1024
 
-    /// A request runs on its connection's event loop while fewer exchanges than this are in
-    /// flight on that loop's connections: with 1, only when the loop serves no other.
-    static let quietLoopExchanges = 1
-
     func run(writer: consuming ResponseWriter) async throws {
         let slot = ResponseWriterSlot(writer)
         let runtime = self.gateway.currentRuntime
@@ -101,17 +97,12 @@ struct ChatExchange {
     /// cannot tell that the client has gone; the close event from the pipeline does. The
     /// operation runs in a task of its own, which the connection's watch cancels: a
     /// callback rather than a second task waiting for the close, which held memory for
-    /// every stream. That task runs on the connection's event loop when the loop serves no
-    /// other exchange, on Swift's global executor otherwise (see ``quietLoopExchanges``).
+    /// every stream. That task, and the stream's other tasks, run on the connection's event
+    /// loop (see ``EventLoopTaskExecutor`` for why).
     private func cancellingIfClientCloses(_ operation: @escaping @Sendable () async throws -> Void) async throws {
         let channel = self.channel
-        // On a quiet loop the exchange (and the stream's other tasks) run on the loop itself;
-        // on a busy one on Swift's global executor (see EventLoopTaskExecutor for why).
         let loopExecutor = self.gateway.loopExecutors.executor(for: channel.eventLoop)
-        let othersOnLoop = loopExecutor?.activeExchanges.wrappingAdd(1, ordering: .relaxed).oldValue ?? Int.max
-        defer { loopExecutor?.activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
-        let preferred: (any TaskExecutor)? = othersOnLoop < Self.quietLoopExchanges ? loopExecutor : nil
-        let task = StreamTasks.$executor.withValue(preferred) { StreamTasks.start { try await operation() } }
+        let task = StreamTasks.$executor.withValue(loopExecutor) { StreamTasks.start { try await operation() } }
         // Registered without waiting for the loop: a close seen before the registration runs
         // calls back at once, and the loop runs the removal after it (both are queued on it,
         // in order, or both done at once when this runs on the loop, as a connection's task
@@ -597,8 +588,8 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
     private let note: @Sendable (StreamEvent) -> Void
 
     /// Events relayed between two yields of the thread (see ``run(upstream:)``); also the
-    /// most one batch holds. A yield on a quiet loop's executor runs a whole loop tick: one
-    /// every 16 events cost 4 to 6% of a 50-chunk stream's instructions at concurrency 1.
+    /// most one batch holds. A yield on a loop's executor runs a whole loop tick: one every
+    /// 16 events cost 4 to 6% of a 50-chunk stream's instructions at concurrency 1.
     static var eventsPerYield: Int { 64 }
     /// A batch takes no more ready events once it holds this many bytes: with the writer's
     /// budget, what a stream holds stays bounded however large its events are.

@@ -1,24 +1,26 @@
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A Swift task executor that runs jobs on one NIO event loop.
 ///
-/// A request whose exchange prefers it runs all its nonisolated code on the loop that owns
-/// its client's socket, and takes an upstream connection pool bound to that loop
-/// (``UpstreamConnectionPools``), so its upstream connection lives there too: an event then goes
-/// from the upstream's socket through the stages to the client's socket without waking
-/// another thread. Connections' own tasks prefer their loop as well (``GatewayListener``). On Swift's global executor a one-chunk request made about 18
+/// Every request's exchange prefers the loop that owns its client's socket: it runs all
+/// its nonisolated code there, and takes an upstream connection pool bound to that loop
+/// (``UpstreamConnectionPools``), so its upstream connection lives there too. An event then
+/// goes from the upstream's socket through the stages to the client's socket without
+/// waking another thread. Connections' own tasks prefer their loop as well
+/// (``GatewayListener``). On Swift's global executor a one-chunk request made about 18
 /// context switches (`perf stat`), most of the time it added before the first byte.
 ///
-/// Only for a quiet loop, though (see ``ChatExchange``): NIO runs every queued task before
-/// it polls its sockets again, so on a busy loop a new request's reads and the upstream's
-/// head would wait behind every relay's work (time to first byte p99 at 256 streams went
-/// from about 250 to 280–720 ms when every request ran on its loop).
+/// Busy loops too: until 2026-11-28 a request went to Swift's global executor when its
+/// loop already served another (NIO runs every queued task before it polls its sockets
+/// again, and an earlier build's time to first byte at 256 streams suffered). With the
+/// relay's rounds and flushes as they are now, keeping every request on its loop cost
+/// 10 to 30% less CPU a chunk at 32 and 256 streams (fewer futex wake-ups between the
+/// loops and the pool: system time a third lower), half as much for streams whose events
+/// come 2 ms apart, and its time to first byte p99 at 256 was lower too (152 against
+/// 175 ms in one run; see Benchmarks/README.md).
 final class EventLoopTaskExecutor: TaskExecutor {
     let eventLoop: any EventLoop
-    /// Exchanges in flight on this loop's connections, wherever they run.
-    let activeExchanges = Atomic<Int>(0)
 
     init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop

@@ -97,10 +97,9 @@ struct GatewayListener {
                     try await server.executeThenClose { inbound in
                         for try await connection in inbound {
                             // A connection's task runs on its connection's loop: the request
-                            // head is read there, and a quiet loop's exchange runs there too
+                            // head is read there, and its exchanges run there too
                             // (ChatExchange), so a request starts without waking a thread of
-                            // Swift's pool. Its own work is small; a busy loop's exchanges
-                            // still go to the pool.
+                            // Swift's pool.
                             let executor = loopExecutors.executor(for: connection.channel.eventLoop)
                             group.addTask(executorPreference: executor) { await childSetup.handle(value: connection, logger: logger) }
                         }
