@@ -43,6 +43,8 @@ pipeline_stages() {
 # MAX_CONNECTIONS for both the server and the upstream.
 start_upstream_and_config() {
     local stages=$1 max_connections=${2:-}
+    # A folder kept from an earlier run (--out) still holds that run's port.
+    rm -f "$WORK/port"
     "$TOOLS/bench-upstream" --host 127.0.0.1 --port 0 --port-file "$WORK/port" > "$WORK/upstream.log" 2>&1 &
     PIDS+=($!)
     until [ -s "$WORK/port" ]; do sleep 0.1; done
