@@ -34,10 +34,56 @@ public struct StreamEvent: Sendable {
     }
     private var factsStorage: ChunkFactsStorage?
 
+    /// The bytes to write to the client.
+    public var bytes: ByteBuffer { self.frame.raw }
+
+    /// Whether both events hold the one box of facts: copies of one event, or a chunk and
+    /// one that matched the ``ChunkTemplate`` it left.
+    func sharesFacts(with other: StreamEvent) -> Bool {
+        self.factsStorage != nil && self.factsStorage === other.factsStorage
+    }
+
+    /// Whether this event moves the response past the commit point: it carries text,
+    /// reasoning, a tool call, a refusal, a finish reason, or is an error or `[DONE]`.
+    /// Until such an event has gone to the client, a response may still be retried or
+    /// replaced by a clean HTTP error.
+    public var commits: Bool {
+        switch self.kind {
+        case .chunk: self.facts?.carriesContent ?? true
+        case .done, .error, .other: true
+        case .comment, .heartbeat: false
+        }
+    }
+
+    /// An SSE comment heartbeat (`: keepalive`).
+    public static func commentHeartbeat(_ text: String = "keepalive") -> StreamEvent {
+        StreamEvent(kind: .heartbeat, frame: SSEFrame(raw: ByteBuffer(string: ": \(text)\n\n"), hasComment: true), factsStorage: nil)
+    }
+
+    /// A relay-made `data:` event from a JSON object.
+    public static func data(_ json: JSONValue, kind: Kind) -> StreamEvent {
+        let payload = ByteBuffer(string: json.serialized())
+        var raw = ByteBuffer(string: "data: ")
+        raw.writeImmutableBuffer(payload)
+        raw.writeString("\n\n")
+        return StreamEvent(kind: kind, frame: SSEFrame(raw: raw, data: payload), factsStorage: nil)
+    }
+
+    /// `data: [DONE]`.
+    public static let done = StreamEvent(
+        kind: .done,
+        frame: SSEFrame(raw: ByteBuffer(string: "data: [DONE]\n\n"), data: ByteBuffer(string: "[DONE]")),
+        factsStorage: nil
+    )
+}
+
+// The initializers are in an extension so that the struct keeps its memberwise one
+// (`init(kind:frame:factsStorage:)`), which they delegate to. An initializer that sets the
+// fields one by one, once inlined, built the event aside and copied it out: a retain and a
+// release for each of its references, on every event (the same held for SSEFrame).
+extension StreamEvent {
     public init(kind: Kind, frame: SSEFrame, facts: ChunkFacts? = nil) {
-        self.kind = kind
-        self.frame = frame
-        self.factsStorage = facts.map(ChunkFactsStorage.init)
+        self.init(kind: kind, frame: frame, factsStorage: facts.map(ChunkFactsStorage.init))
     }
 
     /// Classifies a decoded upstream block.
@@ -82,53 +128,6 @@ public struct StreamEvent: Sendable {
         }
         self.init(kind: kind, frame: frame, factsStorage: storage)
     }
-
-    private init(kind: Kind, frame: consuming SSEFrame, factsStorage: ChunkFactsStorage?) {
-        self.kind = kind
-        self.frame = frame
-        self.factsStorage = factsStorage
-    }
-
-    /// The bytes to write to the client.
-    public var bytes: ByteBuffer { self.frame.raw }
-
-    /// Whether both events hold the one box of facts: copies of one event, or a chunk and
-    /// one that matched the ``ChunkTemplate`` it left.
-    func sharesFacts(with other: StreamEvent) -> Bool {
-        self.factsStorage != nil && self.factsStorage === other.factsStorage
-    }
-
-    /// Whether this event moves the response past the commit point: it carries text,
-    /// reasoning, a tool call, a refusal, a finish reason, or is an error or `[DONE]`.
-    /// Until such an event has gone to the client, a response may still be retried or
-    /// replaced by a clean HTTP error.
-    public var commits: Bool {
-        switch self.kind {
-        case .chunk: self.facts?.carriesContent ?? true
-        case .done, .error, .other: true
-        case .comment, .heartbeat: false
-        }
-    }
-
-    /// An SSE comment heartbeat (`: keepalive`).
-    public static func commentHeartbeat(_ text: String = "keepalive") -> StreamEvent {
-        StreamEvent(kind: .heartbeat, frame: SSEFrame(raw: ByteBuffer(string: ": \(text)\n\n"), hasComment: true))
-    }
-
-    /// A relay-made `data:` event from a JSON object.
-    public static func data(_ json: JSONValue, kind: Kind) -> StreamEvent {
-        let payload = ByteBuffer(string: json.serialized())
-        var raw = ByteBuffer(string: "data: ")
-        raw.writeImmutableBuffer(payload)
-        raw.writeString("\n\n")
-        return StreamEvent(kind: kind, frame: SSEFrame(raw: raw, data: payload))
-    }
-
-    /// `data: [DONE]`.
-    public static let done = StreamEvent(
-        kind: .done,
-        frame: SSEFrame(raw: ByteBuffer(string: "data: [DONE]\n\n"), data: ByteBuffer(string: "[DONE]"))
-    )
 }
 
 /// A chunk's facts, shared by the copies of its event (and by the events of the chunks

@@ -32,6 +32,17 @@ public struct SSEFrame: Sendable, Equatable {
     /// when none is set), to keep a frame small: see ``StreamEvent``.
     private var rareFields: RareFields?
 
+    /// True for a block made only of comment lines (`: keepalive`, `: OPENROUTER PROCESSING`).
+    public var isCommentOnly: Bool {
+        self.hasComment && self.data == nil && self.rareFields == nil
+    }
+}
+
+// The initializer is in an extension so that the struct keeps its memberwise one, which it
+// delegates to: an initializer that sets the fields one by one, once inlined, built the
+// frame aside and copied it out (a retain and a release for each of its references, on
+// every event; see StreamEvent).
+extension SSEFrame {
     public init(
         raw: ByteBuffer,
         data: ByteBuffer? = nil,
@@ -40,15 +51,7 @@ public struct SSEFrame: Sendable, Equatable {
         retry: Int? = nil,
         hasComment: Bool = false
     ) {
-        self.raw = raw
-        self.data = data
-        self.rareFields = RareFields.make(eventType: eventType, id: id, retry: retry)
-        self.hasComment = hasComment
-    }
-
-    /// True for a block made only of comment lines (`: keepalive`, `: OPENROUTER PROCESSING`).
-    public var isCommentOnly: Bool {
-        self.hasComment && self.data == nil && self.rareFields == nil
+        self.init(raw: raw, data: data, hasComment: hasComment, rareFields: RareFields.make(eventType: eventType, id: id, retry: retry))
     }
 }
 
