@@ -350,36 +350,21 @@ struct ChatExchange {
         guard slot.take() != nil else { return }
         let events = StreamBodyWriter(channel: self.channel, head: Self.streamHead(response, record: record))
         record.update { $0.status = response.status.code }
-        let counters = Counters()
+        let tally = StreamTally(record: record)
         var sent: Int {
-            get { counters.sent }
-            set { counters.sent = newValue }
-        }
-        @Sendable func note(_ event: StreamEvent) {
-            counters.sent += 1
-            if let facts = event.facts {
-                // Fields read before the closure, which would otherwise hold a copy of the whole.
-                let model = facts.model
-                let finishReason = facts.finishReason
-                let carriesContent = facts.carriesContent
-                record.update {
-                    if $0.servedModel == nil { $0.servedModel = model }
-                    if let finishReason, $0.finishReason == nil { $0.finishReason = finishReason }
-                    if !counters.firstContentSeen, carriesContent { $0.timeToFirstContent = record.elapsed() }
-                }
-                if carriesContent { counters.firstContentSeen = true }
-            }
+            get { tally.sent }
+            set { tally.sent = newValue }
         }
         // At once: `held` is everything ready (see takeReady(from:into:)), and the relay, if
         // any, starts only after this.
-        try await events.write(contentsOf: Self.bytes(of: held, noting: note), atOnce: true)
+        try await events.write(contentsOf: Self.bytes(of: held, noting: tally), atOnce: true)
         record.update { $0.timeToFirstByte = record.elapsed() }
         // Let go once written: kept, they held their reads' storage (the first read, head
         // and all) for as long as the stream lasts.
         held = []
         var failure = openingFailure
         if let iterator {
-            let relay = self.startRelay(iterator: iterator, events: events, note: note, record: record, runtime: runtime)
+            let relay = self.startRelay(iterator: iterator, events: events, tally: tally, record: record, runtime: runtime)
             defer { relay.stopWatching() }
             let outcome: StreamRelayOutcome
             do {
@@ -415,12 +400,14 @@ struct ChatExchange {
 
     /// The events' bytes, each event noted: an array, which the writer walks twice (to size
     /// its buffer, then to fill it).
-    private static func bytes(of held: [StreamEvent], noting note: (StreamEvent) -> Void) -> [ByteBuffer] {
+    private static func bytes(of held: [StreamEvent], noting tally: StreamTally) -> [ByteBuffer] {
         var parts: [ByteBuffer] = []
         parts.reserveCapacity(held.count)
-        for event in held {
-            note(event)
-            parts.append(event.bytes)
+        // Read in place: `for event in held` copied each event out (a retain and a release
+        // of each of its references) to look at it once.
+        for index in held.indices {
+            tally.note(held[index])
+            parts.append(held[index].bytes)
         }
         return parts
     }
@@ -445,11 +432,11 @@ struct ChatExchange {
     private func startRelay(
         iterator: EventStream.Iterator,
         events: StreamBodyWriter,
-        note: @escaping @Sendable (StreamEvent) -> Void,
+        tally: StreamTally,
         record: RequestRecord,
         runtime: GatewayRuntime
     ) -> RunningRelay {
-        let relay = StreamRelay(iterator: iterator, writer: events, note: note)
+        let relay = StreamRelay(iterator: iterator, writer: events, tally: tally)
         let upstream = record.snapshot.upstream
         let relayTask = StreamTasks.start { try await relay.run(upstream: upstream) }
         let interruption = StreamInterruption()
@@ -585,7 +572,7 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
     /// Pulled by ``run(upstream:)`` alone (see ``IteratorBox`` for why unchecked).
     @exclusivity(unchecked) private var iterator: Iterator
     let writer: StreamBodyWriter
-    private let note: @Sendable (StreamEvent) -> Void
+    private let tally: StreamTally
 
     /// Events relayed between two yields of the thread (see ``run(upstream:)``); also the
     /// most one batch holds. A yield on a loop's executor runs a whole loop tick: one every
@@ -595,10 +582,10 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
     /// budget, what a stream holds stays bounded however large its events are.
     static var batchBytes: Int { StreamBodyWriter.budget / 2 }
 
-    init(iterator: Iterator, writer: StreamBodyWriter, note: @escaping @Sendable (StreamEvent) -> Void) {
+    init(iterator: Iterator, writer: StreamBodyWriter, tally: StreamTally) {
         self.iterator = iterator
         self.writer = writer
-        self.note = note
+        self.tally = tally
     }
 
     /// Upstream failures come back as `.failed`; a client that is gone throws.
@@ -616,7 +603,7 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
             var end = RoundEnd.more
             do {
                 guard let event = try await self.iterator.next() else { return .finished }
-                self.note(event)
+                self.tally.note(event)
                 batch.append(event.bytes)
                 if takesReady, try self.takeReady(into: &batch) { end = .finished }
             } catch {
@@ -668,7 +655,7 @@ final class StreamRelay<Iterator: ReadyIterator>: @unchecked Sendable where Iter
         while batch.count < Self.eventsPerYield, bytes < Self.batchBytes {
             switch try self.iterator.nextIfReady() {
             case .element(let event):
-                self.note(event)
+                self.tally.note(event)
                 bytes += event.bytes.readableBytes
                 batch.append(event.bytes)
             case .end:
@@ -738,10 +725,52 @@ private final class RequestLog: @unchecked Sendable {
     }
 }
 
-/// Per-stream counters shared by the relay task and the exchange.
-private final class Counters: @unchecked Sendable {
-    var sent = 0
-    var firstContentSeen = false
+/// What a stream's events tell as they go to the client: how many were sent, and the
+/// served model, the finish reason and the time to the first content, which go to the
+/// record the first time an event carries them. Touched by one task at a time: the exchange,
+/// then the relay task, which the exchange waits for.
+///
+/// A final class, not a closure: a closure's call copied the event it was given (a retain
+/// and a release of each of its references), and the record was locked for every event.
+final class StreamTally: @unchecked Sendable {
+    private let record: RequestRecord
+    // Unchecked: one task at a time (above), and each access checked at run time cost a
+    // call into the runtime, four for every event.
+    @exclusivity(unchecked) var sent = 0
+    @exclusivity(unchecked) private var modelNoted = false
+    @exclusivity(unchecked) private var finishReasonNoted = false
+    @exclusivity(unchecked) private var firstContentSeen = false
+
+    init(record: RequestRecord) {
+        self.record = record
+    }
+
+    /// Inlined: a call copied the event it was given, out of the array or the relay's
+    /// batch; inlined, only the fields it reads are read.
+    @inline(__always)
+    func note(_ event: StreamEvent) {
+        self.sent += 1
+        guard let facts = event.facts else { return }
+        let model = self.modelNoted ? nil : facts.model
+        let finishReason = self.finishReasonNoted ? nil : facts.finishReason
+        let firstContent = !self.firstContentSeen && facts.carriesContent
+        guard model != nil || finishReason != nil || firstContent else { return }
+        self.learn(model: model, finishReason: finishReason, firstContent: firstContent)
+    }
+
+    /// What an event tells for the first time, to the record.
+    @inline(never)
+    private func learn(model: String?, finishReason: String?, firstContent: Bool) {
+        let record = self.record
+        record.update {
+            if let model, $0.servedModel == nil { $0.servedModel = model }
+            if let finishReason, $0.finishReason == nil { $0.finishReason = finishReason }
+            if firstContent { $0.timeToFirstContent = record.elapsed() }
+        }
+        if model != nil { self.modelNoted = true }
+        if finishReason != nil { self.finishReasonNoted = true }
+        if firstContent { self.firstContentSeen = true }
+    }
 }
 
 /// Holds the response writer until someone writes the head; `~Copyable` values cannot be
