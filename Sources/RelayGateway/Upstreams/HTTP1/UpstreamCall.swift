@@ -69,11 +69,21 @@ final class UpstreamCall: @unchecked Sendable {
     /// what made AsyncHTTPClient's read timeout expensive. (Its deadline is in ``BodyState``.)
     private var readerTimer: Scheduled<Void>?
 
+    /// Bytes read and not yet taken past which the connection holds back its reads.
+    ///
+    /// The first read of a response brings its head and the first events together, and
+    /// the relay takes them only once it has looked at the head: paused whenever parts were
+    /// left, every stream stopped reading there and started again (two system calls a
+    /// stream, on the way to its first byte). Bounded all the same: this, and one read.
+    static let readAhead = 16 * 1024
+
     private struct BodyState {
         /// Parts read and not yet taken. The upstream is read only as fast as the relay takes
-        /// what was read: while parts wait here, the connection holds back its reads (a
-        /// bound of one read, as AsyncHTTPClient's body has).
+        /// what was read: while more than ``readAhead`` bytes wait here, the connection
+        /// holds back its reads.
         var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+        /// The bytes of `parts`.
+        var bufferedBytes = 0
         /// How the body ended, once it has (parts may still wait).
         var end: Result<Void, any Error>?
         /// The reader, waiting for a part, and until when.
@@ -88,6 +98,7 @@ final class UpstreamCall: @unchecked Sendable {
         /// the part taken was the last one of a paused connection.
         mutating func takeReady() -> (ready: Result<NextBeforeDeadline<ByteBuffer>, any Error>?, resumeReading: Bool) {
             if let part = self.parts.popFirst() {
+                self.bufferedBytes -= part.readableBytes
                 guard self.parts.isEmpty, self.paused else { return (.success(.element(part)), false) }
                 self.paused = false
                 return (.success(.element(part)), true)
@@ -232,6 +243,7 @@ final class UpstreamCall: @unchecked Sendable {
         self.body.withLock { body in
             guard body.end == nil else { return }
             body.parts.append(buffer)
+            body.bufferedBytes += buffer.readableBytes
         }
     }
 
@@ -243,10 +255,12 @@ final class UpstreamCall: @unchecked Sendable {
     func readComplete(on connection: UpstreamConnection) {
         let (read, handOver) = self.body.withLock { body -> (Bool, (WaitingReader, ByteBuffer)?) in
             guard !body.parts.isEmpty else { return (false, nil) }
-            defer { body.paused = !body.parts.isEmpty }
+            defer { body.paused = body.bufferedBytes > UpstreamCall.readAhead }
             guard let reader = body.reader.take() else { return (true, nil) }
             body.readerDeadline = nil
-            return (true, (reader, body.parts.removeFirst()))
+            let part = body.parts.removeFirst()
+            body.bufferedBytes -= part.readableBytes
+            return (true, (reader, part))
         }
         guard read else { return }
         self.lastActivity = .now()
@@ -341,7 +355,10 @@ final class UpstreamCall: @unchecked Sendable {
         let woken = self.body.withLock { body -> (WaitingReader, Result<NextBeforeDeadline<ByteBuffer>, any Error>)? in
             // A reader that gave up wants none of what was read; parts before a failure of
             // the upstream are read first.
-            if case .failure(let error) = result, error is CancellationError { body.parts.removeAll() }
+            if case .failure(let error) = result, error is CancellationError {
+                body.parts.removeAll()
+                body.bufferedBytes = 0
+            }
             body.end = result
             body.timerDeadline = nil
             guard let reader = body.reader.take() else { return nil }
