@@ -85,7 +85,8 @@ struct UpstreamConnectionTests {
 
     @Test("https: the request goes over TLS, the certificate is checked, and the connection is kept")
     func tls() async throws {
-        let certificate = try NIOSSLCertificate(file: TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.cert.pem", format: .pem)
+        let certificates = try NIOSSLCertificate.fromPEMFile(TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.cert.pem")
+        let certificate = try #require(certificates.first)
         let key = try NIOSSLPrivateKey(file: TestPaths.repositoryRoot + "/Tests/Fixtures/tls/localhost.key.pem", format: .pem)
         let server = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
         var trusting = TLSConfiguration.makeClientConfiguration()
