@@ -40,6 +40,14 @@ struct KeepaliveStateMachine<Instant: InstantProtocol>: Sendable where Instant.D
 
     /// Decides on one upstream event that arrived at `now`.
     mutating func upstreamEvent(_ event: StreamEvent, at now: Instant) -> EventAction {
+        let action = self.classify(event)
+        if action == .forward { self.sent(at: now) }
+        return action
+    }
+
+    /// Decides on one upstream event; one that is forwarded is sent, which the caller tells
+    /// with ``sent(at:)``.
+    mutating func classify(_ event: StreamEvent) -> EventAction {
         switch event.kind {
         case .comment:
             return .dropComment
@@ -54,8 +62,12 @@ struct KeepaliveStateMachine<Instant: InstantProtocol>: Sendable where Instant.D
         case .done, .error, .heartbeat, .other:
             break
         }
-        self.lastSent = now
         return .forward
+    }
+
+    /// Something went to the client at `now`: the interval starts again.
+    mutating func sent(at now: Instant) {
+        self.lastSent = now
     }
 
     /// Decides, at `now`, whether a heartbeat is due; sending one restarts the interval.
