@@ -31,6 +31,10 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
         var buffer = ByteBuffer()
         var inputEnded = false
         var finished = false
+        /// How many reads have been taken in: a frame decoded after it changed may hold
+        /// bytes of a read that came later than the frame before (``UpstreamEventSequence``
+        /// reads the clock once a read, not once a frame).
+        public private(set) var reads = 0
 
         /// Reads past this many consumed bytes compact the buffer before they are appended.
         static var compactionThreshold: Int { 16 * 1024 }
@@ -69,6 +73,7 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
                 self.inputEnded = true
                 return
             }
+            self.reads &+= 1
             if self.buffer.readableBytes == 0 {
                 self.buffer = read
             } else {

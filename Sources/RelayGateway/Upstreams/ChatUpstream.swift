@@ -74,8 +74,9 @@ struct CommentsOnlyTimeout: Sendable {
 
 /// When an upstream request must be over: its `total_timeout` after it was sent.
 ///
-/// Checked as each frame (or, for a whole body, each read) arrives, so a stream that keeps
-/// sending is cut at the deadline; one that goes silent ends by the idle timeout first.
+/// Checked as each read arrives (for a stream, at its frames, with the time the relay took
+/// the read up), so a stream that keeps sending is cut at the deadline; one that goes
+/// silent ends by the idle timeout first.
 struct UpstreamDeadline: Sendable {
     var instant: ContinuousClock.Instant
     var upstream: String
@@ -107,6 +108,12 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
         let deadlineInstant: ContinuousClock.Instant?
         /// When the stream started or last sent something other than a comment block.
         var lastMeaningful = ContinuousClock.now
+        /// When the relay took up the read that its last frame came from, and which read
+        /// that was (``SSEFrameSequence/AsyncIterator/reads``). The frames of one read came
+        /// in together: the clock is read once a read, where it was read for every frame
+        /// (with the keepalive stage's reading, 3% of an event's instructions).
+        var readTakenAt = ContinuousClock.now
+        var readCounted = 0
         /// The `id` and `model` of the chunk before.
         var envelope = ChunkEnvelope()
         let mapError: @Sendable (any Error) -> RelayError
@@ -120,9 +127,14 @@ struct UpstreamEventSequence<Body: AsyncSequence & Sendable>: AsyncSequence, Sen
             }
         }
 
-        /// The event for `frame`, or the total or comments-only timeout.
+        /// The event for `frame`, or the total or comments-only timeout, judged at the time
+        /// the relay took up the read the frame came in.
         mutating func event(from frame: consuming SSEFrame) throws -> StreamEvent {
-            let now = ContinuousClock.now
+            if self.frames.reads != self.readCounted {
+                self.readCounted = self.frames.reads
+                self.readTakenAt = .now
+            }
+            let now = self.readTakenAt
             if let instant = self.deadlineInstant, now > instant { throw self.deadline!.error }
             if !frame.isCommentOnly {
                 self.lastMeaningful = now
