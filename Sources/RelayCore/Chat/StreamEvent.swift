@@ -37,6 +37,10 @@ public struct StreamEvent: Sendable {
     /// The bytes to write to the client.
     public var bytes: ByteBuffer { self.frame.raw }
 
+    /// The box of `facts`: who reads a few of them reads them there, without copying them
+    /// out; two events with the same box have the same facts.
+    var factsBox: ChunkFactsStorage? { self.factsStorage }
+
     /// Whether both events hold the one box of facts: copies of one event, or a chunk and
     /// one that matched the ``ChunkTemplate`` it left.
     func sharesFacts(with other: StreamEvent) -> Bool {

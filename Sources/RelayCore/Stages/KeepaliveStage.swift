@@ -414,7 +414,7 @@ struct KeepaliveWaitingSequence: AsyncSequence, Sendable {
         /// Whether an upstream event goes to the client; one that does is sent as far as the
         /// interval goes (stamped at the next reading of the clock).
         private mutating func forwards(_ event: StreamEvent) -> Bool {
-            if let facts = event.facts { self.heartbeat.observe(facts) }
+            self.heartbeat.observe(event)
             switch self.machine.classify(event) {
             case .forward:
                 self.sentSinceReading = true
@@ -437,7 +437,7 @@ private func keepaliveForwards<Instant>(
     heartbeat: inout KeepaliveHeartbeat,
     record: RequestRecord
 ) -> Bool {
-    if let facts = event.facts { heartbeat.observe(facts) }
+    heartbeat.observe(event)
     switch machine.upstreamEvent(event, at: now) {
     case .forward:
         return true
@@ -454,6 +454,9 @@ struct KeepaliveHeartbeat: Sendable {
     private var id: String?
     private var created: Int?
     private var model: String?
+    /// The facts last looked at: the chunks that match a template share their box (see
+    /// ``ChunkTemplate``), and the envelope in it is the same.
+    private var observed: ChunkFactsStorage?
 
     init(style: KeepaliveStage.HeartbeatStyle, requestedModel: String) {
         self.style = style
@@ -461,7 +464,16 @@ struct KeepaliveHeartbeat: Sendable {
     }
 
     /// Remembers the envelope of the latest chunk, for chunk heartbeats.
-    mutating func observe(_ facts: ChunkFacts) {
+    mutating func observe(_ event: StreamEvent) {
+        // Most chunks share the box of the one before: nothing to look at (reading the
+        // facts out of it copied them, six references, for every event).
+        guard let box = event.factsBox, box !== self.observed else { return }
+        self.observed = box
+        self.observe(box.facts)
+    }
+
+    /// Remembers the envelope of `facts`.
+    private mutating func observe(_ facts: borrowing ChunkFacts) {
         // Compared first: a stream repeats them, and assigning retains and releases.
         if let id = facts.id, !id.isEmpty, id != self.id { self.id = id }
         if let created = facts.created, created > 0 { self.created = created }
