@@ -179,15 +179,29 @@ final class StreamBodyWriter: Sendable {
             // by event, it was reallocated and copied five times for a round of a dozen events
             // (2% of a 50-chunk stream's instructions). Later calls before the flush (one
             // event each, through moderation) grow it as NIO does, doubling.
-            if state.pending.readableBytes == 0 {
-                let needed = buffers.reduce(self.framesChunks ? Self.chunkHeaderRoom : 0) { $0 + $1.readableBytes }
-                if state.pending.writableBytes < needed { state.pending.reserveCapacity(minimumWritableBytes: needed) }
-            }
-            for buffer in buffers where buffer.readableBytes > 0 {
-                if self.framesChunks, state.pending.readableBytes == 0 {
-                    state.pending.writeRepeatingByte(0, count: Self.chunkHeaderRoom)
+            let bytes = buffers.reduce(0) { $0 + $1.readableBytes }
+            if bytes > 0 {
+                let isEmpty = state.pending.readableBytes == 0
+                let room = self.framesChunks && isEmpty ? Self.chunkHeaderRoom : 0
+                if state.pending.writableBytes < room + bytes {
+                    let grown = isEmpty ? room + bytes : max(room + bytes, state.pending.capacity)
+                    state.pending.reserveCapacity(minimumWritableBytes: grown)
                 }
-                state.pending.writeImmutableBuffer(buffer)
+                if room > 0 { state.pending.writeRepeatingByte(0, count: room) }
+                // Copied in one pass into room made once: a `writeImmutableBuffer` each
+                // checked the storage and its capacity again (about 250 instructions an event).
+                let written = state.pending.withUnsafeMutableWritableBytes { target in
+                    var offset = 0
+                    for buffer in buffers {
+                        buffer.withUnsafeReadableBytes { source in
+                            guard let from = source.baseAddress, source.count > 0 else { return }
+                            (target.baseAddress! + offset).copyMemory(from: from, byteCount: source.count)
+                            offset += source.count
+                        }
+                    }
+                    return offset
+                }
+                state.pending.moveWriterIndex(forwardBy: written)
             }
             let queueFlush = !state.flushQueued && (state.pending.readableBytes > 0 || state.head != nil)
             if queueFlush { state.flushQueued = true }
