@@ -30,9 +30,15 @@ public struct Pipeline: Sendable {
     }
 
     /// Folds the stages around `terminal` (usually an upstream), last stage innermost.
+    ///
+    /// A plain loop, not `reduce`: through its generic result every handler was wrapped in a
+    /// reabstraction thunk, a call and a hop of the executor more at each stage, every request.
     public func handler(around terminal: @escaping ChatHandler) -> ChatHandler {
-        self.stages.reversed().reduce(terminal) { next, stage in
-            { request, context in try await stage.handle(request, context: context, next: next) }
+        var handler = terminal
+        for stage in self.stages.reversed() {
+            let next = handler
+            handler = { request, context in try await stage.handle(request, context: context, next: next) }
         }
+        return handler
     }
 }
