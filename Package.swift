@@ -13,8 +13,18 @@ let swiftSettings: [SwiftSetting] = [
     // Release builds leave out the run-time exclusivity checks (a call into the runtime
     // for each access to a class's stored property, NIO's inlined ByteBuffer code among
     // them: six an event): -2.1% instructions a stream. Debug builds, which the tests run,
-    // keep them, and trap on an overlapping access.
+    // keep them, and trap on an overlapping access. (scripts/build release leaves them out
+    // of the packages' modules too.)
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+/// The daemon's modules: an async function runs where its caller does (SE-0461, an
+/// upcoming feature of Swift 6.2). Without it every call to one hopped executors, and each
+/// hop asked the runtime for the task's executor preference under a lock: about 50 times a
+/// request. (The tests keep the old default: with it, the expansions of Swift Testing's
+/// macros failed to build, Swift 6.3.1.)
+let moduleSettings: [SwiftSetting] = swiftSettings + [
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
 ]
 
 /// The daemon is linked by lld (the toolchain's own) with packed relative relocations
@@ -64,7 +74,7 @@ let package = Package(
                 "CSystemd",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: moduleSettings
         ),
         // No sockets here: the SSE codec, the chat model, the stage contract and pipeline.
         .target(
@@ -74,7 +84,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: moduleSettings
         ),
         // The server on the Unix socket, routes, upstream clients, configuration.
         .target(
@@ -95,7 +105,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: moduleSettings
         ),
         // The executable: argument parsing and the service group, nothing else.
         .executableTarget(
@@ -107,7 +117,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings,
+            swiftSettings: moduleSettings,
             linkerSettings: daemonLinkerSettings
         ),
         // Test helper only: runs Systemd code in a process of its own (socket activation, journald).
@@ -117,7 +127,7 @@ let package = Package(
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: moduleSettings
         ),
         // Measurement only: the CPU cost of reading one streamed event (see its header).
         .executableTarget(
@@ -127,7 +137,7 @@ let package = Package(
                 "RelayGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: moduleSettings
         ),
         .testTarget(
             name: "RelayCoreTests",

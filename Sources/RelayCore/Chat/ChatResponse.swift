@@ -124,7 +124,7 @@ public struct EventStream: AsyncSequence, Sendable {
 private final class IteratorBox<Base: AsyncIteratorProtocol> where Base.Element == StreamEvent {
     @exclusivity(unchecked) var base: Base
     init(_ base: Base) { self.base = base }
-    func next() async throws -> StreamEvent? { try await self.base.next() }
+    func next() async throws -> StreamEvent? { try await self.base.next(isolation: #isolation) }
 }
 
 extension IteratorBox where Base: ReadyIterator {

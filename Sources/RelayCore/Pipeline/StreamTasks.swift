@@ -14,7 +14,7 @@ public enum StreamTasks {
 
     /// Starts an unstructured task on the current stream's executor.
     @discardableResult
-    public static func start<Success: Sendable>(_ operation: sending @escaping () async throws -> Success) -> Task<Success, any Error> {
+    public static func start<Success: Sendable>(_ operation: sending @escaping @isolated(any) () async throws -> Success) -> Task<Success, any Error> {
         // Not `Task(executorPreference: nil)`: a task made that way still takes a lock to
         // look its preference up every time it switches executors.
         guard let executor = self.executor else { return Task(operation: operation) }
@@ -23,7 +23,7 @@ public enum StreamTasks {
 
     /// Starts an unstructured task that cannot fail on the current stream's executor.
     @discardableResult
-    public static func start<Success: Sendable>(_ operation: sending @escaping () async -> Success) -> Task<Success, Never> {
+    public static func start<Success: Sendable>(_ operation: sending @escaping @isolated(any) () async -> Success) -> Task<Success, Never> {
         guard let executor = self.executor else { return Task(operation: operation) }
         return Task(executorPreference: executor, operation: operation)
     }

@@ -44,7 +44,7 @@ public struct SSEFrameSequence<Bytes: AsyncSequence>: AsyncSequence where Bytes.
                 if let frame = try self.decodeBuffered() { return frame }
                 if self.finished { return nil }
                 self.releaseUsedBuffer()
-                self.append(try await self.bytes.next())
+                self.append(try await self.bytes.next(isolation: #isolation))
             }
             return nil
         }

@@ -24,8 +24,7 @@ struct ChatExchange {
     /// Events held before the head is sent; past this many the head goes out anyway.
     static let maximumHeldEvents = 1024
 
-    func run(writer: consuming ResponseWriter) async throws {
-        let slot = ResponseWriterSlot(writer)
+    func run(slot: ResponseWriterSlot) async throws {
         let runtime = self.gateway.currentRuntime
         let caller = await PeerCredentials.read(from: self.channel)
         let (record, log) = self.begin(caller: caller)

@@ -23,18 +23,23 @@ struct HTTPRequestHandler: Sendable {
     ]
 
     func respond(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+        // Held in a slot: Hummingbird's writer is not Sendable, and its methods run on the
+        // generic executor while ours run where their caller does; a writer taken out of the
+        // slot belongs to no one else and may go there.
+        let slot = ResponseWriterSlot(writer)
         // A stream holds this frame for as long as it lasts: the other routes, and what they
         // keep in their frames, are kept out of it.
         if request.method == .post, request.uri.path == "/v1/chat/completions" {
-            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(writer: writer)
+            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(slot: slot)
         } else {
-            try await self.respondOutsideChat(to: request, writer: writer, channel: channel)
+            try await self.respondOutsideChat(to: request, slot: slot, channel: channel)
         }
     }
 
     /// Every route and method but `POST /v1/chat/completions`.
     @inline(never)
-    private func respondOutsideChat(to request: Request, writer: consuming ResponseWriter, channel: any Channel) async throws {
+    private func respondOutsideChat(to request: Request, slot: ResponseWriterSlot, channel: any Channel) async throws {
+        guard let writer = slot.take() else { return }
         let path = request.uri.path
         guard let method = Self.routes[path] else {
             try await Self.write(error: .notFound("Unknown path \(Self.printable(path)). This gateway serves /v1/chat/completions, /v1/models and /healthz."), to: writer)
@@ -63,12 +68,12 @@ struct HTTPRequestHandler: Sendable {
         case "/admin/reload":
             try await self.reload(channel: channel, writer: writer)
         default:
-            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(writer: writer)
+            try await ChatExchange(gateway: self.gateway, request: request, channel: channel).run(slot: ResponseWriterSlot(writer))
         }
     }
 
     /// `chatrelayd reload` asks here; only root and the daemon's own user may.
-    func reload(channel: any Channel, writer: consuming ResponseWriter) async throws {
+    func reload(channel: any Channel, writer: consuming sending ResponseWriter) async throws {
         let caller = await PeerCredentials.read(from: channel)
         guard let caller, caller.uid == 0 || caller.uid == getuid() else {
             let error = RelayError(
@@ -111,7 +116,7 @@ struct HTTPRequestHandler: Sendable {
         return ["object": "list", "data": .array(models)]
     }
 
-    static func write(json: JSONValue, status: HTTPResponse.Status = .ok, to writer: consuming ResponseWriter) async throws {
+    static func write(json: JSONValue, status: HTTPResponse.Status = .ok, to writer: consuming sending ResponseWriter) async throws {
         let body = ByteBuffer(string: json.serialized())
         var head = HTTPResponse(status: status)
         head.headerFields[.contentType] = "application/json"
@@ -119,7 +124,7 @@ struct HTTPRequestHandler: Sendable {
         try await writer.write(response: head, body: ResponseBody(byteBuffer: body))
     }
 
-    static func write(error: RelayError, to writer: consuming ResponseWriter) async throws {
+    static func write(error: RelayError, to writer: consuming sending ResponseWriter) async throws {
         let body = error.jsonBody
         var head = HTTPResponse(status: error.status)
         head.headerFields = error.headers
