@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -57,7 +58,12 @@ public struct StandardErrorLogHandler: LogHandler {
             line.append(UInt8(ascii: " "))
             Self.append(merged.keys[index], to: &line)
             line.append(UInt8(ascii: "="))
-            Self.append(merged.values[index].description, to: &line)
+            // A string as it is: `description` copied it out through a switch first.
+            if case .string(let text) = merged.values[index] {
+                Self.append(text, to: &line)
+            } else {
+                Self.append(merged.values[index].description, to: &line)
+            }
         }
         Self.append(" [", to: &line)
         Self.append(event.source, to: &line)
@@ -75,16 +81,24 @@ public struct StandardErrorLogHandler: LogHandler {
         text.withUTF8 { line.append(contentsOf: $0) }
     }
 
-    /// Local time as `StreamLogHandler` writes it (`%Y-%m-%dT%H:%M:%S%z`).
+    /// Local time as `StreamLogHandler` writes it (`%Y-%m-%dT%H:%M:%S%z`), made once a
+    /// second: `localtime_r` and `strftime` cost about 1,700 instructions a line, and a busy
+    /// daemon writes hundreds of lines a second.
     static func timestamp() -> String {
         var now = time(nil)
+        if let made = Self.lastTimestamp.withLock({ $0.second == now ? $0.text : nil }) { return made }
         var parts = tm()
         guard localtime_r(&now, &parts) != nil else { return "<unknown>" }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer in
+        let text = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer in
             let count = strftime(buffer.baseAddress!, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
             return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress, count: count), as: UTF8.self)
         }
+        Self.lastTimestamp.withLock { $0 = (now, text) }
+        return text
     }
+
+    /// The second ``timestamp()`` last made its text for, and the text.
+    private static let lastTimestamp = Mutex<(second: time_t, text: String)>((-1, ""))
 
     /// One `write(2)` per line where the kernel takes it whole, so lines from several
     /// threads do not interleave.
